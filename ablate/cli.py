@@ -1,0 +1,198 @@
+"""The ``ablate`` command line (typer). Thin: every command calls into the package.
+
+User errors (``AblateError``) print one readable message and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from ablate.errors import AblateError
+
+app = typer.Typer(add_completion=False, rich_markup_mode="rich",
+                  help="Reproduce the incremental trick tables of deep-learning papers.")
+data_app = typer.Typer(help="Datasets: prepare generated ones, check real ones.")
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _results_root(results: Optional[Path]) -> Path:
+    import os
+
+    return Path(results or os.environ.get("ABLATE_RESULTS", "results"))
+
+
+@app.command()
+def run(
+    study: str = typer.Argument(..., help="Study file (studies/X.yaml) or its name."),
+    scale: Optional[str] = typer.Option(None, help="full | proxy | smoke (default: the study's)."),
+    seeds: Optional[int] = typer.Option(None, help="Seeds per step (default: the study's)."),
+    only: Optional[List[str]] = typer.Option(None, help="Run only these step ids (repeatable)."),
+    nproc: Optional[str] = typer.Option(None, help="Processes per run: N or auto (GPUs, else 1)."),
+    results: Optional[Path] = typer.Option(None, help="Results root [default: ./results]."),
+    force: bool = typer.Option(False, help="Re-run steps whose config changed or completed "
+                                           "(old runs are moved to .replaced/, never deleted)."),
+    keep_going: bool = typer.Option(False, help="Continue with the next step after a failure."),
+    dry_run: bool = typer.Option(False, help="Print what would run or be skipped, and stop."),
+    launcher: Optional[str] = typer.Option(None, help="local (torchrun) | inprocess."),
+) -> None:
+    """Run every step of a study that is not complete yet, then print its table."""
+    from ablate.config import STUDIES_DIR
+    from ablate.study import driver, report
+    from ablate.study.progress import StudyProgress
+    from ablate.study.spec import find_study, load_study
+
+    spec = load_study(find_study(study, STUDIES_DIR))
+    scale = scale or spec.default_scale
+    root = _results_root(results)
+    extra = [f"launcher={launcher}"] if launcher else []
+    plans = driver.plan_study(spec, scale=scale, seeds=driver.seeds_for(spec, seeds), only=only,
+                              results_root=root, extra=extra)
+    out_dir = driver.study_results_dir(spec, root, scale)
+    if nproc is not None:
+        from ablate.launch import resolve_nproc
+
+        resolve_nproc(nproc)
+    for p in plans:
+        driver.decide(p, force)
+    refused = [p for p in plans if p.action == "refuse"]
+    if dry_run:
+        for p in plans:
+            console.print(f"{p.step.id} seed {p.seed}: {p.action}"
+                          f"{' (' + p.reason + ')' if p.reason else ''}  {p.run_dir}",
+                          markup=False, highlight=False, soft_wrap=True)
+            console.print("   overrides: " + " ".join(o for o in p.overrides
+                                                       if not o.startswith("paths.")),
+                          markup=False, highlight=False, soft_wrap=True)
+        return
+    if refused:
+        lines = "\n".join(f"  {p.run_dir}: {p.reason}" for p in refused)
+        raise AblateError(f"{spec.path}: refusing to overwrite results whose config changed:\n"
+                          f"{lines}\nre-run with --force to move them to "
+                          f"{out_dir / '.replaced'} and start again")
+    with driver.study_lock(out_dir):
+        with StudyProgress(sum(p.action != "skip" for p in plans), console) as progress:
+            for p in plans:
+                if p.action == "skip":
+                    console.print(f"skip {p.step.id} seed {p.seed} (completed)")
+            try:
+                driver.execute(spec, plans, out_dir=out_dir, force=force,
+                               keep_going=keep_going, nproc=nproc, progress=progress)
+            except driver.StepFailed as e:
+                err_console.print(f"[red]error:[/] {e}")
+                sys.stdout.write(report.to_markdown(report.build_report(spec, out_dir, scale)))
+                raise typer.Exit(1)
+    sys.stdout.write("\n" + report.to_markdown(report.build_report(spec, out_dir, scale)))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(ctx: typer.Context) -> None:
+    """One run from the config tree, with Hydra overrides; [bold]-m[/] sweeps.
+
+    Example: ablate train data.train_subset=5000 train.epochs=2 tricks=[cosine,mixup]
+    """
+    from ablate.train_app import main
+
+    raise typer.Exit(main(list(ctx.args)))
+
+
+@app.command()
+def report(
+    path: Path = typer.Argument(..., help="A study file, or a study's results folder."),
+    format: str = typer.Option("md", "--format", "-f", help="md | csv | json | latex"),
+    out: Optional[Path] = typer.Option(None, help="Write to this file instead of stdout."),
+    plot: Optional[Path] = typer.Option(None, help="Also draw the cumulative-Δ waterfall PNG."),
+    scale: Optional[str] = typer.Option(None, help="Which scale's results (study file input)."),
+    results: Optional[Path] = typer.Option(None, help="Results root [default: ./results]."),
+) -> None:
+    """Render a study's Δ table (ours beside the paper's)."""
+    from ablate.study import report as rep
+
+    study, folder, scale = rep.locate(path, _results_root(results), scale)
+    r = rep.build_report(study, folder, scale)
+    text = rep.render(r, format)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    if plot:
+        rep.plot_waterfall(r, plot)
+
+
+@app.command("list")
+def list_(what: str = typer.Argument("all", help="studies | tricks | models | data | all")) -> None:
+    """List studies, tricks, models and datasets."""
+    from ablate.config import CONF_DIR, STUDIES_DIR
+    from ablate.errors import did_you_mean
+
+    kinds = ("studies", "tricks", "models", "data")
+    if what not in (*kinds, "all"):
+        raise AblateError(f"unknown list '{what}'{did_you_mean(what, kinds)}; use one of "
+                          f"{', '.join(kinds)}")
+    if what in ("studies", "all"):
+        import yaml
+
+        console.print("[bold]studies[/]")
+        for p in sorted(STUDIES_DIR.glob("*.yaml")):
+            meta = yaml.safe_load(p.read_text()) or {}
+            console.print(f"  {p.stem:28s} {meta.get('table', ''):8s} {meta.get('title', '')}")
+    if what in ("tricks", "all"):
+        import ablate.tricks  # noqa: F401
+        from ablate.registry import TRICKS
+
+        console.print("[bold]tricks[/]")
+        for name, cls in TRICKS.items():
+            doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+            console.print(f"  {name:16s} [{', '.join(cls.tasks)}] {doc}")
+    for kind, group in (("models", "model"), ("data", "data")):
+        if what in (kind, "all"):
+            console.print(f"[bold]{kind}[/] (config group {group}/)")
+            for p in sorted((CONF_DIR / group).glob("*.yaml")):
+                first = p.read_text().splitlines()[0].lstrip("# ") if p.read_text() else ""
+                console.print(f"  {p.stem:20s} {first}")
+
+
+@data_app.command("prepare")
+def data_prepare(name: str = typer.Argument(..., help="fashion_mnist")) -> None:
+    """Check or build a dataset."""
+    from ablate.data.fashion_mnist import DEFAULT_ROOT, check_fashion_mnist
+
+    if name == "fashion_mnist":
+        check_fashion_mnist()
+        console.print(f"Fashion-MNIST is ready in {DEFAULT_ROOT}")
+        return
+    raise AblateError(f"unknown dataset '{name}' (known: fashion_mnist)")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except AblateError as e:
+        err_console.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: run `ablate run` again to resume")
+        sys.exit(130)
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Fashion-MNIST from the idx(.gz) files of Debian's ``dataset-fashion-mnist`` package.
+
+Xiao et al., "Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning
+Algorithms" (2017). The files are read directly (no torchvision download logic): the data root
+is ``/usr/share/datasets/fashion-mnist`` unless the config points elsewhere.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import torch
+
+from ablate.errors import AblateError
+
+DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
+CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat",
+           "sandal", "shirt", "sneaker", "bag", "ankle-boot")
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_DTYPES = {0x08: torch.uint8, 0x09: torch.int8, 0x0B: torch.int16, 0x0C: torch.int32,
+           0x0D: torch.float32, 0x0E: torch.float64}
+
+SETUP_HINT = ("install it with `apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu), or "
+              "put train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+              "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] in a folder and "
+              "set data.root=/that/folder")
+
+
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """Read one idx file (optionally gzipped) into a tensor of its stored dtype and shape."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
+        raise AblateError(f"{path}: not an idx file (bad magic number)")
+    dtype, ndim = _DTYPES[data[2]], data[3]
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    offset = 4 + 4 * ndim
+    t = torch.frombuffer(bytearray(data[offset:]), dtype=torch.uint8)
+    if dtype != torch.uint8:  # idx stores big-endian multi-byte values
+        t = t.view(-1, dtype.itemsize).flip(-1).contiguous().view(dtype)
+    expected = 1
+    for s in shape:
+        expected *= s
+    if t.numel() != expected:
+        raise AblateError(f"{path}: truncated idx file ({t.numel()} of {expected} values)")
+    return t.view(*shape)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem):
+        if (root / name).is_file():
+            return root / name
+    raise AblateError(f"Fashion-MNIST not found: no {stem}[.gz] in {root}; {SETUP_HINT}")
+
+
+def load_fashion_mnist(root: str | os.PathLike | None = None, split: str = "train"
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a split as ``(images uint8 [N, 28, 28], labels int64 [N])``.
+
+    Args:
+        root: folder holding the idx(.gz) files; defaults to the Debian package's folder.
+        split: ``"train"`` (60,000 images) or ``"test"`` (10,000 images).
+    """
+    if split not in _FILES:
+        raise AblateError(f"Fashion-MNIST has no split '{split}' (use 'train' or 'test')")
+    root = Path(root or DEFAULT_ROOT)
+    if not root.is_dir():
+        raise AblateError(f"Fashion-MNIST not found: {root} does not exist; {SETUP_HINT}")
+    img_stem, lbl_stem = _FILES[split]
+    images = read_idx(_find(root, img_stem))
+    labels = read_idx(_find(root, lbl_stem)).long()
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise AblateError(f"Fashion-MNIST in {root}: images {tuple(images.shape)} and labels "
+                          f"{tuple(labels.shape)} do not match")
+    return images, labels
+
+
+MEAN, STD = (0.2860,), (0.3530,)
+
+
+def _subset(n: int, size: int | None, seed: int = 0) -> torch.Tensor:
+    """A fixed random subset of ``size`` indices (the same for every run and seed)."""
+    if size is None or size >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+
+
+def build_fashion_mnist(*, root: str | None = None, train_subset: int | None = None,
+                        test_subset: int | None = None, pad: int = 4, flip: bool = True,
+                        batch_size: int, eval_batch_size: int, rank: int = 0,
+                        world_size: int = 1, seed: int = 0,
+                        device: torch.device = torch.device("cpu"),
+                        channels_last: bool = False, **_: object):
+    """Train and eval loaders over Fashion-MNIST (images 1×28×28).
+
+    Args:
+        root: idx(.gz) folder (default: the Debian package's).
+        train_subset / test_subset: use a fixed random subset of this many images (proxies).
+        pad, flip: training augmentation (random crop after ``pad`` zero padding, h-flip).
+        batch_size / eval_batch_size: per-rank batch sizes.
+    """
+    from ablate.data.tensor_loader import InMemoryLoader, random_crop_flip
+
+    xtr, ytr = load_fashion_mnist(root, "train")
+    xte, yte = load_fashion_mnist(root, "test")
+    itr, ite = _subset(len(ytr), train_subset), _subset(len(yte), test_subset)
+    common = dict(mean=MEAN, std=STD, rank=rank, world_size=world_size, seed=seed, device=device,
+                  channels_last=channels_last)
+    train = InMemoryLoader(xtr[itr, None], ytr[itr], batch_size, train=True,
+                           augment=lambda x: random_crop_flip(x, pad, flip), **common)
+    test = InMemoryLoader(xte[ite, None], yte[ite], eval_batch_size, train=False, **common)
+    return train, test
+
+
+def check_fashion_mnist(root: str | None = None, **_: object) -> None:
+    """Fail early (before any training) when the files are missing."""
+    root_path = Path(root or DEFAULT_ROOT)
+    if not root_path.is_dir():
+        raise AblateError(f"Fashion-MNIST not found: {root_path} does not exist; {SETUP_HINT}")
+    for stems in _FILES.values():
+        for stem in stems:
+            _find(root_path, stem)

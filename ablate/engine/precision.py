@@ -1,0 +1,46 @@
+"""fp32 / fp16 / bf16 as one object: an autocast context and a (possibly disabled) GradScaler,
+built once so the step loop never branches on precision (nanoGPT's habit)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ablate.errors import AblateError
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class Precision:
+    """Autocast + loss scaling for one precision.
+
+    Args:
+        name: ``fp32``, ``fp16`` (autocast + dynamic loss scaling) or ``bf16`` (autocast).
+        device: the training device.
+    """
+
+    def __init__(self, name: str, device: torch.device) -> None:
+        if name not in _DTYPES:
+            raise AblateError(f"unknown precision '{name}' (use one of {sorted(_DTYPES)})")
+        self.name, self.dtype = name, _DTYPES[name]
+        self.device_type = device.type
+        self.scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward, (unscale,) optimizer step and scaler update."""
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict:
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.scaler.load_state_dict(state)

@@ -1,0 +1,108 @@
+"""The fixed build order: data → model → tricks' model surgery → device → param groups →
+optimizer → schedule → precision → DDP → task. Tricks act only through their extension points;
+what each returns is collected here once, so the step loop has no trick branches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+import ablate.data  # noqa: F401  (registers datasets)
+import ablate.models  # noqa: F401  (registers models)
+import ablate.tasks  # noqa: F401  (registers tasks)
+from ablate.engine.dist import DistInfo
+from ablate.engine.precision import Precision
+from ablate.errors import AblateError
+from ablate.registry import DATASETS, MODELS, SCHEDULES, TASKS
+from ablate.solver import build_optimizer
+from ablate.solver.lr import LRShape
+from ablate.tricks import BuildContext, Hook, TrainState, Trick, build_tricks
+
+
+@dataclass
+class Built:
+    model: nn.Module  # the bare model (checkpoints, evaluation)
+    task: Any  # owns the loss; wraps the (DDP) training model
+    optimizer: torch.optim.Optimizer
+    shape: LRShape
+    precision: Precision
+    train_loader: Any
+    eval_loader: Any
+    ctx: BuildContext
+    tricks: list[Trick]
+    batch_fns: list[Callable[[dict, TrainState], dict]] = field(default_factory=list)
+    hooks: list[Hook] = field(default_factory=list)
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def build(cfg: DictConfig, dist: DistInfo) -> Built:
+    """Build everything a run needs from a resolved config."""
+    task_name = cfg.model.task
+    tricks = build_tricks(_plain(cfg.get("tricks") or {}), task_name)
+    tcfg = cfg.train
+    if tcfg.batch_size % dist.world_size:
+        raise AblateError(f"train.batch_size={tcfg.batch_size} is not divisible by the "
+                          f"{dist.world_size} processes")
+    per_rank = tcfg.batch_size // dist.world_size
+    data_cfg = _plain(cfg.data)
+    source = DATASETS.get(data_cfg.pop("name"))
+    train_loader, eval_loader = source.build(
+        **data_cfg, batch_size=per_rank, eval_batch_size=tcfg.get("eval_batch_size", per_rank),
+        rank=dist.rank, world_size=dist.world_size, seed=cfg.seed, device=dist.device,
+        channels_last=tcfg.channels_last)
+    if len(train_loader) == 0:
+        raise AblateError(f"no training batch: fewer images than train.batch_size="
+                          f"{tcfg.batch_size}")
+    ctx = BuildContext(task=task_name, epochs=tcfg.epochs, iters_per_epoch=len(train_loader),
+                       total_batch=tcfg.batch_size, world_size=dist.world_size,
+                       num_classes=cfg.data.num_classes, device=dist.device)
+
+    model_cfg = _plain(cfg.model)
+    name = model_cfg.pop("name")
+    model_cfg.pop("task")
+    for t in tricks:
+        model_cfg.update(t.model_kwargs())
+    model = MODELS.build(name, **model_cfg)
+    for t in tricks:
+        model = t.edit_model(model, ctx)
+    fmt = torch.channels_last if tcfg.channels_last else torch.contiguous_format
+    model = model.to(dist.device, memory_format=fmt)
+
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    for t in tricks:
+        groups = t.param_groups(model, groups)
+    base_lr = float(cfg.optim.lr)
+    for t in tricks:
+        base_lr = t.base_lr(base_lr, ctx)
+    optimizer = build_optimizer(_plain(cfg.optim), groups, base_lr)
+
+    sched_cfg = _plain(cfg.schedule)
+    shape = SCHEDULES.get(sched_cfg.pop("name"))(**sched_cfg, iters_per_epoch=ctx.iters_per_epoch,
+                                                 epochs=ctx.epochs)
+    for t in tricks:
+        shape = t.schedule(shape, ctx, base_lr)
+
+    precision_name = tcfg.get("precision", "fp32")
+    for t in tricks:
+        precision_name = t.precision(precision_name)
+    precision = Precision(precision_name, dist.device)
+
+    train_model: nn.Module = model
+    if dist.world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    task = TASKS.get(task_name)(model=train_model, num_classes=ctx.num_classes,
+                                target_fns=[t.targets for t in tricks if t.overrides("targets")])
+    for t in tricks:
+        task = t.wrap_task(task)
+    return Built(model=model, task=task, optimizer=optimizer, shape=shape, precision=precision,
+                 train_loader=train_loader, eval_loader=eval_loader, ctx=ctx, tricks=tricks,
+                 batch_fns=[t.batch_transform for t in tricks if t.overrides("batch_transform")],
+                 hooks=[h for t in tricks for h in t.hooks()])

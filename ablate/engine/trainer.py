@@ -1,0 +1,137 @@
+"""The step loop. It knows extension points and hooks, never a trick.
+
+Per iteration: set the LR from the shape → task.prepare (targets) → batch transforms →
+forward under autocast (the task returns a dict of losses) → backward/step through the precision
+object. Per epoch: hooks, evaluation when due, one CSV row, one checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ablate.engine import run_io
+from ablate.engine.dist import DistInfo, all_reduce_sum, epoch_seed
+from ablate.engine.setup import Built
+from ablate.tricks import TrainState
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class Trainer:
+    """Args:
+        built: the parts from ``engine.setup.build``.
+        run_dir: where rank 0 writes ``log.csv`` and ``checkpoints/last.pt``.
+        seed: the run seed (epochs are seeded from it, per rank).
+        eval_every: evaluate every N epochs (and always after the last).
+        log_every: progress event and finiteness check every N iterations.
+    """
+
+    def __init__(self, built: Built, dist: DistInfo, run_dir: Path, *, seed: int,
+                 eval_every: int = 1, log_every: int = 50, extra_state: dict | None = None
+                 ) -> None:
+        self.b, self.dist, self.run_dir = built, dist, run_dir
+        self.seed, self.eval_every, self.log_every = seed, eval_every, log_every
+        self.state = TrainState(epochs=built.ctx.epochs, iters_per_epoch=built.ctx.iters_per_epoch)
+        self.history: list[dict[str, Any]] = []
+        self.train_time = 0.0
+        self.images = 0
+        self.extra_state = extra_state or {}
+        self.last_metrics: dict[str, float] = {}
+
+    # --- checkpoints --------------------------------------------------------------------
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.b.model.state_dict(), "optimizer": self.b.optimizer.state_dict(),
+                "scaler": self.b.precision.state_dict(), "epoch": self.state.epoch,
+                "iteration": self.state.iteration, "history": self.history,
+                "train_time": self.train_time, "images": self.images,
+                "last_metrics": self.last_metrics, **self.extra_state}
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        self.b.model.load_state_dict(ckpt["model"])
+        self.b.optimizer.load_state_dict(ckpt["optimizer"])
+        self.b.precision.load_state_dict(ckpt["scaler"])
+        self.state.epoch, self.state.iteration = ckpt["epoch"], ckpt["iteration"]
+        self.history, self.train_time = list(ckpt["history"]), ckpt["train_time"]
+        self.images, self.last_metrics = ckpt["images"], dict(ckpt["last_metrics"])
+
+    # --- loop -------------------------------------------------------------------------
+    def set_lr(self) -> float:
+        factor = self.b.shape(self.state.iteration)
+        for g in self.b.optimizer.param_groups:
+            g["lr"] = g["base_lr"] * factor
+        return self.b.optimizer.param_groups[0]["lr"]
+
+    def train_epoch(self) -> dict[str, float]:
+        b, st = self.b, self.state
+        b.train_loader.set_epoch(st.epoch)
+        b.model.train()
+        loss_sum = torch.zeros((), device=self.dist.device)
+        steps, lr, t0 = 0, 0.0, time.perf_counter()
+        for batch in b.train_loader:
+            lr = self.set_lr()
+            batch = b.task.prepare(batch)
+            for fn in b.batch_fns:
+                batch = fn(batch, st)
+            with b.precision.autocast():
+                losses = b.task(batch)
+            loss = sum(losses.values())
+            b.optimizer.zero_grad(set_to_none=True)
+            b.precision.step(loss, b.optimizer)
+            loss_sum += loss.detach().float()
+            steps += 1
+            st.iteration += 1
+            if steps % self.log_every == 0:
+                self._check_finite(loss_sum)
+                if self.dist.is_main:
+                    run_io.emit("step", epoch=st.epoch + 1, epochs=st.epochs, step=steps,
+                                steps=len(b.train_loader), loss=float(loss_sum) / steps, lr=lr,
+                                ips=steps * self.b.ctx.total_batch / (time.perf_counter() - t0))
+        self._check_finite(loss_sum)
+        dt = time.perf_counter() - t0
+        mean_loss = float(all_reduce_sum(loss_sum.clone())) / max(steps * self.dist.world_size, 1)
+        n_img = steps * self.b.ctx.total_batch
+        self.train_time += dt
+        self.images += n_img
+        return {"train_loss": mean_loss, "lr": lr, "epoch_time_s": dt,
+                "images_per_s": n_img / dt if dt > 0 else 0.0}
+
+    def _check_finite(self, loss_sum: torch.Tensor) -> None:
+        if not math.isfinite(float(loss_sum)):
+            raise NonFiniteLoss(f"non-finite loss in epoch {self.state.epoch + 1} by iteration "
+                                f"{self.state.iteration}")
+
+    def evaluate(self) -> dict[str, float]:
+        return self.b.task.evaluate(self.b.model, self.b.eval_loader, self.b.precision.autocast)
+
+    def fit(self) -> dict[str, float]:
+        """Train the remaining epochs; return the last evaluation's metrics."""
+        st = self.state
+        while st.epoch < st.epochs:
+            torch.manual_seed(epoch_seed(self.seed, st.epoch, self.dist.rank))
+            for h in self.b.hooks:
+                h.before_epoch(st)
+            row: dict[str, Any] = {"epoch": st.epoch + 1, **self.train_epoch()}
+            for h in self.b.hooks:
+                h.after_epoch(st)
+            if (st.epoch + 1) % self.eval_every == 0 or st.epoch + 1 == st.epochs:
+                self.last_metrics = self.evaluate()
+                row.update(self.last_metrics)
+            row["iteration"] = st.iteration
+            st.epoch += 1
+            self.history.append(row)
+            if self.dist.is_main:
+                run_io.write_log_csv(self.run_dir / "log.csv", self.history)
+                run_io.save_checkpoint(self.ckpt_path, self.state_dict())
+                run_io.emit("epoch", **row, epochs=st.epochs)
+        return self.last_metrics

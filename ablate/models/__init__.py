@@ -1,0 +1,3 @@
+"""Models; importing this package registers them in ``MODELS``."""
+
+from ablate.models import resnet  # noqa: F401

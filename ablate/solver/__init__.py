@@ -1,0 +1,40 @@
+"""Optimizers and learning-rate shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ablate.errors import AblateError
+from ablate.registry import SCHEDULES
+from ablate.solver.lr import ConstantShape, LRShape, StepShape, epochs_to_iters
+
+
+@SCHEDULES.register("step")
+def step_schedule(*, milestones: list[float], factor: float = 0.1, iters_per_epoch: int,
+                  **_: Any) -> LRShape:
+    """Multiply by ``factor`` at each milestone (absolute epochs)."""
+    return StepShape(epochs_to_iters(milestones, iters_per_epoch), factor)
+
+
+@SCHEDULES.register("constant")
+def constant_schedule(**_: Any) -> LRShape:
+    return ConstantShape()
+
+
+def build_optimizer(cfg: dict[str, Any], groups: list[dict], base_lr: float
+                    ) -> torch.optim.Optimizer:
+    """SGD (Nesterov momentum by default) over ``groups``; each group remembers its base LR."""
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    cfg.pop("lr", None)
+    wd = cfg.pop("weight_decay", 0.0)
+    for g in groups:
+        g.setdefault("weight_decay", wd)
+        g["lr"] = g["base_lr"] = base_lr * g.pop("lr_scale", 1.0)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=base_lr, momentum=cfg.get("momentum", 0.9),
+                               nesterov=cfg.get("nesterov", True),
+                               dampening=cfg.get("dampening", 0.0))
+    raise AblateError(f"unknown optimizer '{name}' (known: sgd)")

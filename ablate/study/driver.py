@@ -1,0 +1,208 @@
+"""The study driver: expand steps × seeds, compose and validate everything, decide what to
+skip/resume/run/refuse, take the study lock, launch each run, collect results.
+
+Layout: ``<results>/<study>/<scale>/<step>/seed<k>/`` holds one run (``config.yaml``,
+``overrides.yaml``, ``log.csv``, ``stdout.log``, ``checkpoints/last.pt``, ``metrics.json``).
+``<results>/<study>/<scale>/study.yaml`` is a copy of the study file the report reads.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+from ablate.config import compose, config_hash, to_overrides
+from ablate.errors import AblateError, did_you_mean
+from ablate.launch import launch, resolve_nproc
+from ablate.study.spec import Step, Study
+
+COMPLETED, FAILED = "completed", "failed"
+
+
+@dataclass
+class RunPlan:
+    step: Step
+    seed: int
+    overrides: list[str]
+    cfg: DictConfig
+    hash: str
+    run_dir: Path
+    action: str = "run"  # run | resume | skip | refuse | rerun
+    reason: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def study_results_dir(study: Study, results_root: Path, scale: str) -> Path:
+    return _inside(results_root, results_root / study.name / scale)
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """Refuse any path that would leave the results root."""
+    root_r, path_r = root.resolve(), path.resolve()
+    if path_r != root_r and root_r not in path_r.parents:
+        raise AblateError(f"{path} is outside the results root {root}")
+    return path
+
+
+def seeds_for(study: Study, seeds: int | None) -> list[int]:
+    n = study.seeds if seeds is None else seeds
+    if n < 1:
+        raise AblateError(f"--seeds must be at least 1, got {n}")
+    return [study.seed + i for i in range(n)]
+
+
+def plan_study(study: Study, *, scale: str, seeds: list[int], only: list[str] | None,
+               results_root: Path, extra: list[str] = ()) -> list[RunPlan]:
+    """Compose and check every selected step × seed. Raises ``AblateError`` before any run."""
+    from ablate.data import DataSource  # noqa: F401  (registers datasets)
+    from ablate.registry import DATASETS
+    from ablate.tricks import check_tricks
+
+    ids = [s.id for s in study.steps]
+    for o in only or []:
+        if o not in ids:
+            raise AblateError(f"{study.path}: --only '{o}': no such step{did_you_mean(o, ids)}")
+    base = {**study.base, **study.scale_overrides(scale)}
+    out_dir = study_results_dir(study, results_root, scale)
+    plans, checked_data = [], set()
+    for step in study.steps:
+        if only and step.id not in only:
+            continue
+        where = f"{study.path}: step '{step.id}': "
+        for seed in seeds:
+            overrides = [*to_overrides({**base, **step.overrides_at(scale)}),
+                         f"tricks=[{','.join(step.tricks)}]", f"seed={seed}",
+                         f"paths.results={results_root}", *extra]
+            try:
+                cfg = compose(overrides)
+                check_tricks(list(cfg.get("tricks") or {}), cfg.model.task)
+                data = OmegaConf.to_container(cfg.data, resolve=True)
+                key = json.dumps(data, sort_keys=True)
+                if key not in checked_data:
+                    source = DATASETS.get(data.pop("name"))
+                    if cfg.model.task not in source.tasks:
+                        raise AblateError(f"dataset '{cfg.data.name}' has no {cfg.model.task} "
+                                          "task")
+                    source.check(**data)
+                    checked_data.add(key)
+            except AblateError as e:
+                raise AblateError(where + str(e)) from None
+            run_dir = _inside(results_root, out_dir / step.id / f"seed{seed}")
+            plans.append(RunPlan(step, seed, overrides, cfg, config_hash(cfg), run_dir))
+    return plans
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def decide(plan: RunPlan, force: bool) -> None:
+    """Set ``plan.action``: skip a completed run of the same config, resume an interrupted one,
+    refuse to touch a run of another config unless ``force``."""
+    d = plan.run_dir
+    if not d.exists() or not any(d.iterdir()):
+        plan.action = "run"
+        return
+    old_hash = config_hash(OmegaConf.load(d / "config.yaml")) if (d / "config.yaml").is_file() \
+        else None
+    metrics = _read_json(d / "metrics.json")
+    if old_hash != plan.hash:
+        plan.action = "rerun" if force else "refuse"
+        plan.reason = f"its config changed ({old_hash} → {plan.hash})"
+        return
+    if metrics and metrics.get("status") == COMPLETED:
+        plan.action, plan.result = ("rerun", {}) if force else ("skip", metrics)
+        plan.reason = "completed" if not force else "--force"
+    elif metrics and metrics.get("status") == FAILED:
+        plan.action, plan.reason = "rerun", f"failed before: {metrics.get('reason')}"
+    elif (d / "checkpoints" / "last.pt").is_file():
+        plan.action, plan.reason = "resume", "interrupted"
+    else:
+        plan.action, plan.reason = "run", "started before, no checkpoint"
+
+
+def _set_aside(plan: RunPlan, out_dir: Path) -> None:
+    """Move an existing run out of the way (never delete a result)."""
+    dest = out_dir / ".replaced" / f"{plan.step.id}-seed{plan.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(plan.run_dir), dest)
+
+
+@contextmanager
+def study_lock(out_dir: Path) -> Iterator[None]:
+    """One ``ablate run`` per study and scale at a time."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / ".lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise AblateError(f"{out_dir} is in use by another `ablate run` ({holder}); wait for it "
+                          "to finish") from None
+    f.truncate(0)
+    f.write(f"pid {os.getpid()}")
+    f.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def write_run_files(plan: RunPlan) -> Path:
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    config = plan.run_dir / "config.yaml"
+    OmegaConf.save(plan.cfg, config)
+    (plan.run_dir / "overrides.yaml").write_text(
+        OmegaConf.to_yaml(OmegaConf.create({"step": plan.step.id, "seed": plan.seed,
+                                            "tricks": plan.step.tricks,
+                                            "overrides": plan.overrides})))
+    return config
+
+
+def execute(study: Study, plans: list[RunPlan], *, out_dir: Path, force: bool,
+            keep_going: bool, nproc: int | str | None, progress: Any) -> list[RunPlan]:
+    """Run every plan in order (after ``decide``); stop at the first failure unless
+    ``keep_going``. Returns the plans with their results."""
+    shutil.copyfile(study.path, out_dir / "study.yaml")
+    todo = [p for p in plans if p.action != "skip"]
+    for i, plan in enumerate(todo, 1):
+        if plan.action == "rerun":
+            _set_aside(plan, out_dir)
+        launcher = plan.cfg.launcher.name
+        n = resolve_nproc(nproc if nproc is not None else plan.cfg.launcher.nproc)
+        progress.start_run(i, plan.step.id, plan.seed, plan.action)
+        config = write_run_files(plan)
+        code = launch(config, launcher, n, progress.line)
+        plan.result = _read_json(plan.run_dir / "metrics.json") or {}
+        if code != 0 or plan.result.get("status") != COMPLETED:
+            reason = plan.result.get("reason") or f"worker exited with code {code}; see " \
+                                                  f"{plan.run_dir / 'stdout.log'}"
+            plan.result = {**plan.result, "status": FAILED, "reason": reason}
+            progress.note(f"FAILED: {reason}")
+            if not keep_going:
+                raise StepFailed(f"step '{plan.step.id}' (seed {plan.seed}) failed: {reason}")
+        else:
+            m = plan.result.get("metrics", {})
+            progress.note("done: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items()
+                                               if isinstance(v, (int, float))))
+    return plans
+
+
+class StepFailed(RuntimeError):
+    """A run failed (exception or non-finite loss); the study stopped."""

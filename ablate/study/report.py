@@ -1,0 +1,271 @@
+"""The Δ table: per step, our metric (mean ± std over seeds), Δ vs its parent and the cumulative
+Δ vs the root of its chain (the baseline; a removal row's parent is the baseline), beside the
+paper's value and its deltas. Deltas are always computed from the metric columns, never copied:
+where a study records the paper's printed Δ and it disagrees with the paper's own metric
+column, the report says so.
+
+Reads only ``metrics.json`` files and the study file (never logs).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import AblateError
+from ablate.study.spec import Study, load_study
+
+TOL = 0.005  # printed numbers have two decimals
+
+
+@dataclass
+class Row:
+    id: str
+    label: str
+    parent: str | None
+    root: str
+    status: str  # completed | partial | failed | not run
+    seeds: list[int] = field(default_factory=list)
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
+    delta: float | None = None
+    cum_delta: float | None = None
+    ref: dict[str, float] = field(default_factory=dict)
+    ref_delta: float | None = None
+    ref_cum_delta: float | None = None
+    wall_time_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    study: str
+    title: str
+    table: str
+    paper: str
+    metric: str
+    metrics: list[str]
+    scale: str
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+
+
+def _runs(step_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for p in sorted(step_dir.glob("seed*/metrics.json")):
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def build_report(study: Study, results_dir: Path, scale: str) -> Report:
+    """Collect every step's runs under ``results_dir`` and compute the deltas."""
+    rows: dict[str, Row] = {}
+    for s in study.steps:
+        runs = _runs(results_dir / s.id)
+        done = [r for r in runs if r.get("status") == "completed"]
+        failed = [r for r in runs if r.get("status") == "failed"]
+        status = ("completed" if done and not failed else "partial" if done
+                  else "failed" if failed else "not run")
+        row = Row(s.id, s.label, s.parent, s.root, status, ref=dict(s.ref),
+                  seeds=sorted(int(r.get("seed", 0)) for r in done))
+        for m in study.metrics:
+            vals = [float(r["metrics"][m]) for r in done if m in r.get("metrics", {})]
+            if vals:
+                row.mean[m] = statistics.fmean(vals)
+                row.std[m] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        if done:
+            row.wall_time_s = statistics.fmean(float(r.get("wall_time_s", 0)) for r in done)
+        for r in failed:
+            row.notes.append(f"seed {r.get('seed')} failed: {r.get('reason')}")
+        rows[s.id] = row
+    m = study.metric
+    report_notes: list[str] = []
+    for s in study.steps:
+        row = rows[s.id]
+        parent = rows.get(s.parent) if s.parent else None
+        root = rows[s.root]
+        if m in row.mean:
+            if parent is not None and m in parent.mean:
+                row.delta = row.mean[m] - parent.mean[m]
+            if m in root.mean:
+                row.cum_delta = row.mean[m] - root.mean[m]
+        if m in row.ref:
+            if parent is not None and m in parent.ref:
+                row.ref_delta = row.ref[m] - parent.ref[m]
+            if m in root.ref:
+                row.ref_cum_delta = row.ref[m] - root.ref[m]
+        printed = s.ref_delta.get(m)
+        if printed is not None and row.ref_delta is not None and abs(printed - row.ref_delta) > TOL:
+            report_notes.append(
+                f"paper: row '{s.label}' prints Δ {printed:+.2f}, but its {m} column gives "
+                f"{row.ref[m]:.2f} − {parent.ref[m]:.2f} = {row.ref_delta:+.2f} (used here)")
+    return Report(study.name, study.title, study.table, study.paper, m, list(study.metrics),
+                  scale, list(rows.values()), report_notes)
+
+
+def locate(path: Path, results_root: Path, scale: str | None) -> tuple[Study, Path, str]:
+    """A study file or a results folder → (study, results folder of one scale, scale)."""
+    path = Path(path)
+    if path.is_file():
+        study = load_study(path)
+        scale = scale or study.default_scale
+        return study, results_root / study.name / scale, scale
+    if not path.is_dir():
+        raise AblateError(f"{path}: neither a study file nor a results folder")
+    if (path / "study.yaml").is_file():
+        return load_study(path / "study.yaml"), path, scale or path.name
+    scales = sorted(p.name for p in path.iterdir() if (p / "study.yaml").is_file())
+    if not scales:
+        raise AblateError(f"{path}: no study results here (expected <scale>/study.yaml, written "
+                          "by `ablate run`)")
+    if scale is None:
+        if len(scales) > 1:
+            raise AblateError(f"{path} holds several scales ({', '.join(scales)}); pick one "
+                              "with --scale")
+        scale = scales[0]
+    if scale not in scales:
+        raise AblateError(f"{path}: no results at scale '{scale}' (have: {', '.join(scales)})")
+    return load_study(path / scale / "study.yaml"), path / scale, scale
+
+
+# --- rendering ------------------------------------------------------------------------------
+def _num(v: float | None, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:+.2f}" if signed else f"{v:.2f}"
+
+
+def _ours(row: Row, m: str) -> str:
+    if m not in row.mean:
+        return row.status if row.status != "completed" else "–"
+    s = _num(row.mean[m])
+    if len(row.seeds) > 1:
+        s += f" ± {row.std[m]:.2f}"
+    return s
+
+
+def table(report: Report) -> tuple[list[str], list[list[str]]]:
+    m = report.metric
+    has_ref = any(r.ref for r in report.rows)
+    head = ["step", f"{m}", "Δ", "cum Δ"]
+    head += [x for x in report.metrics if x != m]
+    if has_ref:
+        head += [f"paper {m}", "paper Δ", "paper cum Δ"]
+        head += [f"paper {x}" for x in report.metrics if x != m]
+    head += ["runs"]
+    body = []
+    for r in report.rows:
+        line = [r.label, _ours(r, m), _num(r.delta, True), _num(r.cum_delta, True)]
+        line += [_ours(r, x) for x in report.metrics if x != m]
+        if has_ref:
+            line += [_num(r.ref.get(m)), _num(r.ref_delta, True), _num(r.ref_cum_delta, True)]
+            line += [_num(r.ref.get(x)) for x in report.metrics if x != m]
+        line += [str(len(r.seeds)) if r.status == "completed" else
+                 f"{len(r.seeds)} ({r.status})"]
+        body.append(line)
+    return head, body
+
+
+def _notes(report: Report) -> list[str]:
+    return report.notes + [f"{r.label}: {n}" for r in report.rows for n in r.notes]
+
+
+def to_markdown(report: Report) -> str:
+    head, body = table(report)
+    title = f"### {report.title}"
+    sub = " · ".join(x for x in (report.table, report.paper, f"scale: {report.scale}") if x)
+    lines = [title, "", sub, "", "| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    notes = _notes(report)
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(report: Report) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    fields = ["id", "label", "parent", "status", "n_seeds", "metric", "mean", "std", "delta",
+              "cum_delta", "ref", "ref_delta", "ref_cum_delta"]
+    w.writerow(fields)
+    for r in report.rows:
+        for m in report.metrics:
+            primary = m == report.metric
+            w.writerow([r.id, r.label, r.parent or "", r.status, len(r.seeds), m,
+                        r.mean.get(m, ""), r.std.get(m, ""),
+                        *(("" if v is None else v) for v in
+                          ((r.delta, r.cum_delta) if primary else (None, None))),
+                        r.ref.get(m, ""),
+                        *(("" if v is None else v) for v in
+                          ((r.ref_delta, r.ref_cum_delta) if primary else (None, None)))])
+    return buf.getvalue()
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(asdict(report), indent=2) + "\n"
+
+
+def to_latex(report: Report) -> str:
+    head, body = table(report)
+    esc = lambda s: (s.replace("\\", r"\textbackslash{}").replace("&", r"\&")  # noqa: E731
+                     .replace("%", r"\%").replace("_", r"\_").replace("#", r"\#")
+                     .replace("±", r"$\pm$").replace("Δ", r"$\Delta$"))
+    lines = [r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
+             " & ".join(esc(h) for h in head) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(c) for c in row) + r" \\" for row in body]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"md": to_markdown, "csv": to_csv, "json": to_json, "latex": to_latex}
+
+
+def render(report: Report, fmt: str) -> str:
+    if fmt not in RENDERERS:
+        raise AblateError(f"unknown format '{fmt}' (use one of {', '.join(RENDERERS)})")
+    return RENDERERS[fmt](report)
+
+
+def plot_waterfall(report: Report, path: Path) -> None:
+    """Cumulative-Δ waterfall of the primary metric: each bar spans parent → step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report.rows if r.cum_delta is not None]
+    if not rows:
+        raise AblateError("nothing to plot: no completed step")
+    by_id = {r.id: r for r in report.rows}
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 4.2))
+    for i, r in enumerate(rows):
+        parent = by_id.get(r.parent) if r.parent else None
+        start = parent.cum_delta if parent is not None and parent.cum_delta is not None else 0.0
+        end = r.cum_delta
+        color = "#999999" if r.parent is None else ("#2e7d32" if end >= start else "#c62828")
+        ax.bar(i, end - start if r.parent else 0.02, bottom=start, color=color, width=0.6)
+        ax.annotate(f"{end:+.2f}", (i, max(end, start)), ha="center", va="bottom", fontsize=8)
+        if r.ref_cum_delta is not None:
+            ax.plot([i - 0.3, i + 0.3], [r.ref_cum_delta] * 2, color="black", lw=1.2,
+                    ls="--", label="paper cum Δ" if i == 0 else None)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(range(len(rows)), [r.label for r in rows], rotation=30, ha="right",
+                  fontsize=8)
+    ax.set_ylabel(f"cumulative Δ {report.metric}")
+    ax.set_title(report.title, fontsize=10)
+    if any(r.ref_cum_delta is not None for r in rows):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

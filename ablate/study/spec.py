@@ -1,0 +1,270 @@
+"""Study files: schema, step resolution and validation.
+
+A study lists the rows of a paper table as steps. Each step names its ``parent`` (default: the
+previous step; the first step has none) and changes the parent by ``add``-ing and ``remove``-ing
+tricks and ``set``-ting config values. Steps resolve to explicit, ordered trick lists and
+override lists — never chains of ``+`` overrides — so every row can be composed on its own.
+
+Everything is checked before anything runs; each problem is reported with the file, the step and
+the item at fault.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ablate.errors import AblateError, did_you_mean
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # safe as one path component
+SCALES = ("full", "proxy", "smoke")
+STUDY_KEYS = {
+    "name": "study id (results folder name)", "title": "human title",
+    "paper": "paper the table comes from", "table": "table id (see TABLES.md)",
+    "metric": "primary metric", "metrics": "metrics shown in the report",
+    "base": "overrides for every step", "scales": "per-scale overrides",
+    "default_scale": "scale used when --scale is not given", "seeds": "default number of seeds",
+    "seed": "first seed", "steps": "ordered rows", "notes": "free text",
+}
+STEP_KEYS = {"id", "label", "parent", "add", "remove", "set", "scales", "ref", "ref_delta",
+             "notes"}
+
+
+@dataclass
+class Step:
+    id: str
+    label: str
+    parent: str | None
+    add: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    set: dict[str, Any] = field(default_factory=dict)
+    scales: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-scale ``set``
+    ref: dict[str, float] = field(default_factory=dict)
+    ref_delta: dict[str, float] = field(default_factory=dict)
+    # resolved
+    tricks: list[str] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    scale_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    root: str = ""
+
+    def overrides_at(self, scale: str) -> dict[str, Any]:
+        """This step's overrides (inherited ``set`` + its scale's ``scales`` entries)."""
+        return {**self.overrides, **self.scale_overrides.get(scale, {})}
+
+
+@dataclass
+class Study:
+    path: Path
+    name: str
+    title: str
+    metric: str
+    metrics: list[str]
+    steps: list[Step]
+    base: dict[str, Any] = field(default_factory=dict)
+    scales: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default_scale: str = "full"
+    seeds: int = 1
+    seed: int = 0
+    paper: str = ""
+    table: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def step(self, step_id: str) -> Step:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise AblateError(f"{self.path}: no step '{step_id}'"
+                          f"{did_you_mean(step_id, [s.id for s in self.steps])}")
+
+    def scale_overrides(self, scale: str) -> dict[str, Any]:
+        if scale not in SCALES:
+            raise AblateError(f"unknown scale '{scale}'{did_you_mean(scale, SCALES)}; "
+                              f"use one of {', '.join(SCALES)}")
+        if scale != "full" and scale not in self.scales:
+            raise AblateError(f"{self.path}: study '{self.name}' defines no '{scale}' scale "
+                              f"(it has: {', '.join(['full', *self.scales]) })")
+        return dict(self.scales.get(scale) or {})
+
+
+def _err(path: Path, where: str, msg: str) -> AblateError:
+    return AblateError(f"{path}: {where}{msg}")
+
+
+def _mapping(path: Path, where: str, value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _err(path, where, f"'{what}' must be a mapping of key: value, "
+                                f"got {type(value).__name__}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _names(path: Path, where: str, value: Any, what: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _err(path, where, f"'{what}' must be a list of trick names")
+    return list(value)
+
+
+def _numbers(path: Path, where: str, value: Any, what: str) -> dict[str, float]:
+    out = {}
+    for k, v in _mapping(path, where, value, what).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _err(path, where, f"'{what}.{k}' must be a number, got {v!r}")
+        out[k] = float(v)
+    return out
+
+
+def load_study(path: str | Path) -> Study:
+    """Read, check and resolve a study file. Raises ``AblateError`` naming file/step/item."""
+    path = Path(path)
+    if not path.is_file():
+        raise AblateError(f"study file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise AblateError(f"{path}: malformed YAML: {e}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise AblateError(f"{path}: a study must be a YAML mapping with 'name' and 'steps'")
+    for k in raw:
+        if k not in STUDY_KEYS:
+            raise _err(path, "", f"unknown key '{k}'{did_you_mean(k, STUDY_KEYS)}")
+    for k in ("name", "metric", "steps"):
+        if k not in raw:
+            raise _err(path, "", f"missing required key '{k}' ({STUDY_KEYS[k]})")
+    name = str(raw["name"])
+    if not ID_RE.match(name):
+        raise _err(path, "", f"name '{name}' must be letters, digits, '_', '-', '.'")
+    scales = _mapping(path, "", raw.get("scales"), "scales")
+    for s, v in scales.items():
+        if s not in SCALES:
+            raise _err(path, "scales: ", f"unknown scale '{s}'{did_you_mean(s, SCALES)}")
+        scales[s] = _mapping(path, f"scales.{s}: ", v, s)
+    default_scale = raw.get("default_scale", "full")
+    if default_scale not in SCALES or (default_scale != "full" and default_scale not in scales):
+        raise _err(path, "", f"default_scale '{default_scale}' is not a defined scale")
+    metric = str(raw["metric"])
+    metrics = [str(m) for m in raw.get("metrics") or [metric]]
+    if metric not in metrics:
+        metrics.insert(0, metric)
+    for k in ("seeds", "seed"):
+        if k in raw and (isinstance(raw[k], bool) or not isinstance(raw[k], int) or raw[k] < 0
+                         or (k == "seeds" and raw[k] < 1)):
+            raise _err(path, "", f"'{k}' must be a {'positive' if k == 'seeds' else 'non-negative'}"
+                                 f" integer, got {raw[k]!r}")
+    steps = _parse_steps(path, raw["steps"])
+    study = Study(path=path, name=name, title=str(raw.get("title", name)), metric=metric,
+                  metrics=metrics, steps=steps, base=_mapping(path, "", raw.get("base"), "base"),
+                  scales=scales, default_scale=default_scale, seeds=int(raw.get("seeds", 1)),
+                  seed=int(raw.get("seed", 0)), paper=str(raw.get("paper", "")),
+                  table=str(raw.get("table", "")), raw=raw)
+    for where, m in [("base", study.base), *[(f"scales.{k}", v) for k, v in scales.items()],
+                     *[(f"step '{s.id}': set", s.set) for s in steps],
+                     *[(f"step '{s.id}': scales.{k}", v) for s in steps
+                       for k, v in s.scales.items()]]:
+        if "tricks" in m:
+            raise _err(path, f"{where}: ", "choose tricks with a step's add/remove, not 'tricks'")
+    _resolve(study)
+    return study
+
+
+def _parse_steps(path: Path, raw_steps: Any) -> list[Step]:
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise _err(path, "", "'steps' must be a non-empty list")
+    steps: list[Step] = []
+    seen: set[str] = set()
+    for i, rs in enumerate(raw_steps):
+        if not isinstance(rs, dict) or "id" not in rs:
+            raise _err(path, f"step #{i + 1}: ", "each step must be a mapping with an 'id'")
+        sid = str(rs["id"])
+        where = f"step '{sid}': "
+        if not ID_RE.match(sid):
+            raise _err(path, where, "id must be letters, digits, '_', '-', '.'")
+        if sid in seen:
+            raise _err(path, where, "duplicate step id")
+        seen.add(sid)
+        for k in rs:
+            if k not in STEP_KEYS:
+                raise _err(path, where, f"unknown key '{k}'{did_you_mean(k, STEP_KEYS)}")
+        parent = rs.get("parent", steps[-1].id if steps else None)
+        steps.append(Step(
+            id=sid, label=str(rs.get("label", sid)),
+            parent=None if parent is None else str(parent),
+            add=_names(path, where, rs.get("add"), "add"),
+            remove=_names(path, where, rs.get("remove"), "remove"),
+            set=_mapping(path, where, rs.get("set"), "set"),
+            scales=_step_scales(path, where, rs.get("scales")),
+            ref=_numbers(path, where, rs.get("ref"), "ref"),
+            ref_delta=_numbers(path, where, rs.get("ref_delta"), "ref_delta")))
+    return steps
+
+
+def _step_scales(path: Path, where: str, value: Any) -> dict[str, dict[str, Any]]:
+    out = {}
+    for scale, m in _mapping(path, where, value, "scales").items():
+        if scale not in SCALES:
+            raise _err(path, where, f"unknown scale '{scale}'{did_you_mean(scale, SCALES)}")
+        out[scale] = _mapping(path, where, m, f"scales.{scale}")
+    return out
+
+
+def _resolve(study: Study) -> None:
+    """Give every step its explicit trick list and overrides, walking parents first."""
+    by_id = {s.id: s for s in study.steps}
+    done: set[str] = set()
+
+    def visit(s: Step, trail: tuple[str, ...]) -> None:
+        if s.id in done:
+            return
+        where = f"step '{s.id}': "
+        if s.id in trail:
+            raise _err(study.path, where, f"parent cycle {' → '.join((*trail, s.id))}")
+        tricks: list[str] = []
+        overrides: dict[str, Any] = {}
+        scale_overrides: dict[str, dict[str, Any]] = {}
+        s.root = s.id
+        if s.parent is not None:
+            if s.parent not in by_id:
+                raise _err(study.path, where, f"parent '{s.parent}' does not exist"
+                                              f"{did_you_mean(s.parent, by_id)}")
+            p = by_id[s.parent]
+            visit(p, (*trail, s.id))
+            tricks, overrides, s.root = list(p.tricks), dict(p.overrides), p.root
+            scale_overrides = {k: dict(v) for k, v in p.scale_overrides.items()}
+        for t in s.remove:
+            if t not in tricks:
+                raise _err(study.path, where, f"cannot remove '{t}': the parent's tricks are "
+                                              f"[{', '.join(tricks)}]{did_you_mean(t, tricks)}")
+            tricks.remove(t)
+        for t in s.add:
+            if t in tricks:
+                raise _err(study.path, where, f"'{t}' is already on (added by an ancestor)")
+            tricks.append(t)
+        overrides.update(s.set)
+        for scale, m in s.scales.items():
+            scale_overrides.setdefault(scale, {}).update(m)
+        s.tricks, s.overrides, s.scale_overrides = tricks, overrides, scale_overrides
+        done.add(s.id)
+
+    for s in study.steps:
+        visit(s, ())
+
+
+def find_study(name_or_path: str, studies_dir: Path) -> Path:
+    """A study by path, or by name in ``studies/``."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    cand = studies_dir / f"{name_or_path}.yaml"
+    if cand.is_file():
+        return cand
+    known = [q.stem for q in studies_dir.glob("*.yaml")]
+    raise AblateError(f"study '{name_or_path}' not found{did_you_mean(p.stem, known)}; "
+                      f"studies in {studies_dir}: {', '.join(sorted(known))}")

@@ -1,0 +1,110 @@
+"""The trick plug-in interface.
+
+A trick is one small class. It declares the tasks it supports and the tricks it conflicts with
+(both checked when a study is validated) and overrides only the extension points it needs; every
+other point is the identity. The engine collects the points once at setup and calls them
+unconditionally, so the training loop never names a trick.
+
+``order`` fixes the order in which tricks apply, whatever order a study lists them in: a shape
+that *replaces* the schedule (cosine) must come before one that *wraps* it (warmup).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ablate.errors import AblateError
+from ablate.solver.lr import LRShape
+
+
+@dataclass
+class BuildContext:
+    """What a trick may need to know at setup."""
+
+    task: str
+    epochs: int
+    iters_per_epoch: int
+    total_batch: int  # images per optimizer step, across all processes
+    world_size: int = 1
+    num_classes: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def total_iters(self) -> int:
+        return self.epochs * self.iters_per_epoch
+
+
+@dataclass
+class TrainState:
+    """Where training stands; handed to batch transforms and hooks."""
+
+    epoch: int = 0  # 0-based epoch being trained
+    iteration: int = 0  # 0-based global iteration
+    epochs: int = 1
+    iters_per_epoch: int = 1
+
+
+class Hook:
+    """Called by the trainer at fixed points; override what you need."""
+
+    def before_epoch(self, state: TrainState) -> None: ...
+
+    def after_epoch(self, state: TrainState) -> None: ...
+
+
+class Trick:
+    """Base class: every extension point is the identity."""
+
+    name: ClassVar[str]
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    conflicts: ClassVar[tuple[str, ...]] = ()
+    order: ClassVar[int] = 0
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise AblateError(f"trick '{self.name}' takes no option "
+                              f"{', '.join(repr(k) for k in options)}")
+
+    # --- extension points -------------------------------------------------------------
+    def model_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def edit_model(self, model: nn.Module, ctx: BuildContext) -> nn.Module:
+        return model
+
+    def targets(self, targets: torch.Tensor) -> torch.Tensor:
+        return targets
+
+    def batch_transform(self, batch: dict[str, Any], state: TrainState) -> dict[str, Any]:
+        return batch
+
+    def param_groups(self, model: nn.Module, groups: list[dict]) -> list[dict]:
+        return groups
+
+    def base_lr(self, lr: float, ctx: BuildContext) -> float:
+        return lr
+
+    def schedule(self, shape: LRShape, ctx: BuildContext, base_lr: float) -> LRShape:
+        return shape
+
+    def precision(self, name: str) -> str:
+        return name
+
+    def wrap_task(self, task: Any) -> Any:
+        return task
+
+    def hooks(self) -> list[Hook]:
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """Options as recorded in results (the effective variant of the trick)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    @classmethod
+    def overrides(cls, point: str) -> bool:
+        """True when this trick implements extension point ``point``."""
+        return getattr(cls, point) is not getattr(Trick, point)

@@ -1,0 +1,123 @@
+"""The training worker: ``torchrun … -m ablate.worker RUN_DIR/config.yaml``.
+
+Hydra-free: it reads the resolved config the driver wrote. Every rank trains; rank 0 writes
+``log.csv``, ``checkpoints/last.pt`` and finally ``metrics.json`` (atomically). An interrupted
+run resumes from its last checkpoint when the config hash matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from ablate.config import config_hash
+from ablate.engine import run_io
+from ablate.engine.dist import DistInfo, barrier, cleanup, init_distributed
+from ablate.engine.setup import build
+from ablate.engine.trainer import NonFiniteLoss, Trainer
+from ablate.errors import AblateError
+
+PRIMARY = {"classification": "top1"}
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _device_name(dist: DistInfo) -> str:
+    if dist.device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dist.device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def run(config_path: str | Path) -> dict[str, Any]:
+    """Train the run described by ``config_path``; return (and, on rank 0, write) its metrics."""
+    config_path = Path(config_path)
+    run_dir = config_path.parent
+    cfg = OmegaConf.load(config_path)
+    chash = config_hash(cfg)
+    dist = init_distributed(cfg.launcher.get("device", "auto"))
+    started = time.time()
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    if cfg.train.get("threads"):
+        torch.set_num_threads(int(cfg.train.threads))
+    built = build(cfg, dist)
+    trainer = Trainer(built, dist, run_dir, seed=cfg.seed, eval_every=cfg.train.eval_every,
+                      log_every=cfg.train.log_every, extra_state={"config_hash": chash})
+    resumed_from = None
+    if trainer.ckpt_path.is_file():
+        ckpt = run_io.load_checkpoint(trainer.ckpt_path)
+        if ckpt.get("config_hash") != chash:
+            raise AblateError(f"{trainer.ckpt_path} belongs to another config "
+                              f"({ckpt.get('config_hash')} ≠ {chash}); refusing to resume")
+        trainer.load_state_dict(ckpt)
+        resumed_from = trainer.state.epoch
+        if dist.is_main:
+            run_io.emit("resume", epoch=resumed_from)
+    status, reason, metrics = "completed", None, {}
+    try:
+        metrics = trainer.fit()
+    except NonFiniteLoss as e:
+        status, reason = "failed", str(e)
+    last = trainer.history[-1] if trainer.history else {}
+    result = {
+        "schema_version": run_io.SCHEMA_VERSION,
+        "status": status,
+        "reason": reason,
+        "task": cfg.model.task,
+        "primary_metric": PRIMARY.get(cfg.model.task, "top1"),
+        "metrics": {**metrics, "train_loss": last.get("train_loss")},
+        "seed": int(cfg.seed),
+        "epochs": int(trainer.state.epoch),
+        "iterations": int(trainer.state.iteration),
+        "wall_time_s": round(time.time() - started, 3),
+        "train_time_s": round(trainer.train_time, 3),
+        "images_per_s": round(trainer.images / trainer.train_time, 1) if trainer.train_time else 0,
+        "precision": built.precision.name,
+        "tricks": {t.name: t.describe() for t in built.tricks},
+        "config_hash": chash,
+        "git_commit": _git_commit(),
+        "torch_version": torch.__version__,
+        "device": _device_name(dist),
+        "world_size": dist.world_size,
+        "resumed_from_epoch": resumed_from,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if dist.is_main:
+        run_io.atomic_write_json(run_dir / "metrics.json", result)
+        run_io.emit("done", status=status, reason=reason, metrics=result["metrics"])
+    barrier()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ablate.worker")
+    parser.add_argument("config", help="resolved config.yaml inside the run folder")
+    args = parser.parse_args(argv)
+    try:
+        result = run(args.config)
+    except AblateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+    return 0 if result["status"] == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
