@@ -40,7 +40,9 @@ def run(
                                            "(old runs are moved to .replaced/, never deleted)."),
     keep_going: bool = typer.Option(False, help="Continue with the next step after a failure."),
     dry_run: bool = typer.Option(False, help="Print what would run or be skipped, and stop."),
-    launcher: Optional[str] = typer.Option(None, help="local (torchrun) | inprocess."),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", help="Extra override for every step, e.g. --set data.root=/data/fmnist "
+                            "(repeatable; part of the config hash)."),
 ) -> None:
     """Run every step of a study that is not complete yet, then print its table."""
     from ablate.config import STUDIES_DIR
@@ -51,7 +53,7 @@ def run(
     spec = load_study(find_study(study, STUDIES_DIR))
     scale = scale or spec.default_scale
     root = _results_root(results)
-    extra = [f"launcher={launcher}"] if launcher else []
+    extra = list(set_ or [])
     plans = driver.plan_study(spec, scale=scale, seeds=driver.seeds_for(spec, seeds), only=only,
                               results_root=root, extra=extra)
     out_dir = driver.study_results_dir(spec, root, scale)
@@ -85,7 +87,7 @@ def run(
                 driver.execute(spec, plans, out_dir=out_dir, force=force,
                                keep_going=keep_going, nproc=nproc, progress=progress)
             except driver.StepFailed as e:
-                err_console.print(f"[red]error:[/] {e}")
+                print(f"error: {e}", file=sys.stderr, flush=True)
                 sys.stdout.write(report.to_markdown(report.build_report(spec, out_dir, scale)))
                 raise typer.Exit(1)
     sys.stdout.write("\n" + report.to_markdown(report.build_report(spec, out_dir, scale)))
@@ -173,9 +175,10 @@ def data_prepare(name: str = typer.Argument(..., help="fashion_mnist")) -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except AblateError as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False)
+        print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)

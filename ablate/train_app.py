@@ -61,8 +61,12 @@ def _job(cfg: DictConfig) -> float | None:
     (run_dir / "overrides.yaml").write_text(
         OmegaConf.to_yaml(OmegaConf.create({"overrides": list(hc.overrides.task)})))
     print(f"run folder: {run_dir}", flush=True)
-    code = launch(config, cfg.launcher.name, resolve_nproc(cfg.launcher.nproc),
-                  lambda line: print(line, end="", flush=True))
+    from ablate.study.progress import StudyProgress
+
+    with StudyProgress(1) as progress:
+        progress.start_run(1, "train", cfg.seed, "run")
+        code = launch(config, cfg.launcher.name, resolve_nproc(cfg.launcher.nproc),
+                      progress.line)
     import json
 
     metrics_path = run_dir / "metrics.json"
@@ -83,7 +87,10 @@ def main(args: list[str]) -> int:
                 "hydra.sweep.dir=${paths.results}/multirun/${now:%Y-%m-%d_%H-%M-%S}",
                 "hydra.sweep.subdir=${hydra.job.num}"]
     given = {a.split("=")[0] for a in args}
-    argv = ["ablate-train", *[d for d in defaults if d.split("=")[0] not in given], *args]
+    flags = [a for a in args if a.startswith("-")]  # -m, --multirun, --cfg … before overrides
+    overrides = [a for a in args if not a.startswith("-")]
+    argv = ["ablate-train", *flags, *[d for d in defaults if d.split("=")[0] not in given],
+            *overrides]
     app = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_job)
     old = sys.argv
     sys.argv = argv

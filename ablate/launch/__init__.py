@@ -47,8 +47,7 @@ def run_local(config: Path, nproc: int, on_line: OnLine | None = None) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "a") as log:
         proc = subprocess.Popen(torchrun_command(config, nproc), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env,
-                                start_new_session=True)
+                                stderr=subprocess.STDOUT, text=True, env=env)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -57,9 +56,13 @@ def run_local(config: Path, nproc: int, on_line: OnLine | None = None) -> int:
                 if on_line is not None:
                     on_line(line)
             return proc.wait()
-        except BaseException:  # Ctrl-C: stop the whole worker group, keep its checkpoint
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
+        except BaseException:  # Ctrl-C or an error here: torchrun stops its workers on SIGTERM
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
             raise
 
 

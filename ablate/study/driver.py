@@ -179,7 +179,9 @@ def execute(study: Study, plans: list[RunPlan], *, out_dir: Path, force: bool,
             keep_going: bool, nproc: int | str | None, progress: Any) -> list[RunPlan]:
     """Run every plan in order (after ``decide``); stop at the first failure unless
     ``keep_going``. Returns the plans with their results."""
-    shutil.copyfile(study.path, out_dir / "study.yaml")
+    snapshot = out_dir / "study.yaml"
+    if not snapshot.is_file() or snapshot.read_bytes() != study.path.read_bytes():
+        shutil.copyfile(study.path, snapshot)
     todo = [p for p in plans if p.action != "skip"]
     for i, plan in enumerate(todo, 1):
         if plan.action == "rerun":

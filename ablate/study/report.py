@@ -192,6 +192,10 @@ def to_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _r(v: float | None) -> float | str:
+    return "" if v is None else round(v, 4)
+
+
 def to_csv(report: Report) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -202,12 +206,10 @@ def to_csv(report: Report) -> str:
         for m in report.metrics:
             primary = m == report.metric
             w.writerow([r.id, r.label, r.parent or "", r.status, len(r.seeds), m,
-                        r.mean.get(m, ""), r.std.get(m, ""),
-                        *(("" if v is None else v) for v in
-                          ((r.delta, r.cum_delta) if primary else (None, None))),
-                        r.ref.get(m, ""),
-                        *(("" if v is None else v) for v in
-                          ((r.ref_delta, r.ref_cum_delta) if primary else (None, None)))])
+                        _r(r.mean.get(m)), _r(r.std.get(m)),
+                        _r(r.delta if primary else None), _r(r.cum_delta if primary else None),
+                        _r(r.ref.get(m)), _r(r.ref_delta if primary else None),
+                        _r(r.ref_cum_delta if primary else None)])
     return buf.getvalue()
 
 

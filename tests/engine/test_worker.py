@@ -1,0 +1,89 @@
+"""The worker in-process: metrics.json schema, exact resume, non-finite loss recorded."""
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ablate.config import compose, config_hash
+from ablate.engine import run_io
+from ablate.engine.trainer import Trainer
+from ablate.errors import AblateError
+from ablate.worker import run
+
+
+TRICKS = ("tricks=[mixup,label_smoothing,warmup,amp]", "tricks.amp.dtype=bf16",
+          "tricks.warmup.epochs=0.5")
+
+
+def make_run(tmp_path, fmnist_root, *extra, tricks=TRICKS):
+    cfg = compose([f"data.root={fmnist_root}", "data.train_subset=256", "train.batch_size=64",
+                   "train.epochs=3", "schedule.milestones=[2]", "train.log_every=2",
+                   *tricks, *extra])
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, tmp_path / "config.yaml")
+    return tmp_path / "config.yaml", cfg
+
+
+def test_metrics_json_schema(tmp_path, fmnist_root):
+    config, cfg = make_run(tmp_path, fmnist_root)
+    result = run(config)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == result
+    assert result["schema_version"] == 1 and result["status"] == "completed"
+    assert result["config_hash"] == config_hash(cfg)
+    assert result["epochs"] == 3 and result["iterations"] == 12  # 256 / 64 × 3
+    assert result["precision"] == "bf16" and result["world_size"] == 1
+    assert set(result["metrics"]) == {"top1", "top5", "train_loss"}
+    assert result["tricks"]["mixup"] == {"alpha": 0.2, "off_last_epochs": 0}
+    assert result["tricks"]["label_smoothing"] == {"epsilon": 0.1, "formula": "code"}
+    for key in ("wall_time_s", "images_per_s", "torch_version", "device", "seed", "git_commit"):
+        assert key in result
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["epoch", "train_loss", "lr"] and len(rows) == 4
+    ckpt = run_io.load_checkpoint(tmp_path / "checkpoints" / "last.pt")  # weights_only=True
+    assert ckpt["epoch"] == 3 and ckpt["config_hash"] == config_hash(cfg)
+
+
+def test_interrupted_run_resumes_to_identical_result(tmp_path, fmnist_root, monkeypatch):
+    full_cfg, _ = make_run(tmp_path / "a", fmnist_root)
+    full = run(full_cfg)
+    part_cfg, _ = make_run(tmp_path / "b", fmnist_root)
+    original = Trainer.train_epoch
+    calls = {"n": 0}
+
+    def dies_in_second_epoch(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(part_cfg)
+    assert not (tmp_path / "b" / "metrics.json").exists()
+    assert run_io.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    resumed = run(part_cfg)
+    assert resumed["resumed_from_epoch"] == 1
+    assert resumed["metrics"] == full["metrics"]
+    a = run_io.load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
+    b = run_io.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len((tmp_path / "b" / "log.csv").read_text().splitlines()) == 4  # no duplicate rows
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path, fmnist_root):
+    config, _ = make_run(tmp_path, fmnist_root, "train.epochs=1")
+    run(config)
+    make_run(tmp_path, fmnist_root, "train.epochs=2")
+    with pytest.raises(AblateError, match="belongs to another config"):
+        run(config)
+
+
+def test_non_finite_loss_is_recorded_as_failure(tmp_path, fmnist_root):
+    config, _ = make_run(tmp_path, fmnist_root, "optim.lr=1e6", tricks=())
+    result = run(config)
+    assert result["status"] == "failed"
+    assert result["reason"].startswith("non-finite loss in epoch 1 by iteration")

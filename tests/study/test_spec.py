@@ -1,0 +1,115 @@
+"""Study files: every shipped study validates; each malformed one gives a precise error."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ablate.config import STUDIES_DIR
+from ablate.errors import AblateError
+from ablate.study.driver import plan_study
+from ablate.study.spec import load_study
+
+STUDIES = sorted(STUDIES_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_every_study_validates_and_composes(path, fmnist_root, tmp_path):
+    study = load_study(path)
+    for scale in ["full", *study.scales]:
+        plans = plan_study(study, scale=scale, seeds=[0], only=None, results_root=tmp_path,
+                           extra=[f"data.root={fmnist_root}"])
+        assert [p.step.id for p in plans] == [s.id for s in study.steps]
+        assert len({p.hash for p in plans}) == len(plans)  # every row is a different run
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "s.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+BASE = """
+name: t
+metric: top1
+steps:
+  - id: base
+    add: [warmup]
+"""
+
+
+def test_tree_and_removal_rows_resolve(tmp_path):
+    s = load_study(write(tmp_path, """
+        name: t
+        metric: top1
+        steps:
+          - id: no_aug
+            label: "- warmup"
+            parent: base
+            remove: [warmup]
+          - id: base
+            parent: null
+            add: [warmup, linear_scaling]
+          - id: ls
+            add: [label_smoothing]
+            set: {train.epochs: 7}
+          - id: distill_like
+            add: [cosine]
+          - id: mix
+            parent: ls
+            add: [mixup]
+            scales: {proxy: {train.epochs: 3}}
+          - id: mix_more
+            add: [cosine]
+    """))
+    steps = {x.id: x for x in s.steps}
+    assert steps["no_aug"].tricks == ["linear_scaling"] and steps["no_aug"].root == "base"
+    assert steps["distill_like"].tricks == ["warmup", "linear_scaling", "label_smoothing", "cosine"]
+    assert steps["mix"].tricks == ["warmup", "linear_scaling", "label_smoothing", "mixup"]
+    assert steps["mix_more"].overrides_at("proxy") == {"train.epochs": 3}
+    assert steps["mix_more"].overrides_at("full") == {"train.epochs": 7}
+    assert all(x.root == "base" for x in s.steps)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: t\nmetric: top1\nsteps: [\n", "malformed YAML"),
+    ("- a\n- b\n", "must be a YAML mapping"),
+    ("name: t\nsteps: [{id: a}]\n", "missing required key 'metric'"),
+    (BASE + "stpes: []\n", "unknown key 'stpes' (did you mean 'steps'?)"),
+    (BASE + "  - id: b\n    ad: [cosine]\n", "step 'b': unknown key 'ad' (did you mean 'add'?)"),
+    (BASE + "  - id: b\n    parent: bse\n", "step 'b': parent 'bse' does not exist (did you mean 'base'?)"),
+    (BASE + "  - id: base\n", "step 'base': duplicate step id"),
+    (BASE + "  - id: b\n    remove: [cosine]\n", "step 'b': cannot remove 'cosine'"),
+    (BASE + "  - id: b\n    add: [warmup]\n", "step 'b': 'warmup' is already on"),
+    (BASE + "  - id: ../x\n", "id must be letters"),
+    ("name: t\nmetric: top1\nsteps:\n  - {id: a, parent: b}\n  - {id: b, parent: a}\n",
+     "parent cycle"),
+    (BASE + "  - id: b\n    set: {tricks: [cosine]}\n", "not 'tricks'"),
+    (BASE + "  - id: b\n    ref: {top1: high}\n", "'ref.top1' must be a number"),
+    (BASE + "seeds: 0\n", "'seeds' must be a positive integer"),
+    (BASE + "default_scale: proxy\n", "default_scale 'proxy' is not a defined scale"),
+])
+def test_malformed_studies(tmp_path, text, message):
+    with pytest.raises(AblateError) as e:
+        load_study(write(tmp_path, text))
+    assert message in str(e.value)
+    assert str(tmp_path / "s.yaml") in str(e.value)
+
+
+@pytest.mark.parametrize("extra_step,message", [
+    ("  - id: b\n    add: [cosin]\n", "step 'b': unknown trick 'cosin' (did you mean 'cosine'?)"),
+    ("  - id: b\n    set: {optim.lrr: 1}\n", "step 'b': unknown config key 'optim.lrr'"),
+    ("  - id: b\n    set: {model: resnet50_e}\n", "step 'b': unknown model option"),
+    ("  - id: b\n    set: {data.root: /nonexistent}\n", "step 'b': Fashion-MNIST not found"),
+])
+def test_planning_errors_name_file_step_and_item(tmp_path, extra_step, message):
+    s = load_study(write(tmp_path, BASE + extra_step))
+    with pytest.raises(AblateError) as e:
+        plan_study(s, scale="full", seeds=[0], only=None, results_root=tmp_path / "r")
+    assert message in str(e.value) and str(tmp_path / "s.yaml") in str(e.value)
+
+
+def test_only_unknown_step(tmp_path):
+    s = load_study(write(tmp_path, BASE))
+    with pytest.raises(AblateError, match="--only 'bsae': no such step"):
+        plan_study(s, scale="full", seeds=[0], only=["bsae"], results_root=tmp_path)

@@ -1,0 +1,170 @@
+"""The CLI end to end: a smoke study through torchrun, skip on re-run, resume after a kill,
+refusals with exit code 2 that touch nothing, the lock, seeds, Hydra multirun."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ablate.study.driver import study_lock
+from tests.conftest import ROOT, tree_snapshot
+
+STUDY = str(ROOT / "studies" / "fmnist_refinements.yaml")
+STEPS = ["efficient", "cosine", "label_smoothing", "mixup"]
+
+
+def test_smoke_study_runs_reports_and_skips_on_rerun(cli, results, fmnist_root):
+    r = cli("run", STUDY, "--scale", "smoke", "--results", results, "--set",
+            f"data.root={fmnist_root}")
+    assert r.code == 0, r.out + r.err
+    out = results / "fmnist_refinements" / "smoke"
+    for step in STEPS:
+        d = out / step / "seed0"
+        for f in ("config.yaml", "overrides.yaml", "log.csv", "stdout.log", "metrics.json",
+                  "checkpoints/last.pt"):
+            assert (d / f).is_file(), d / f
+        m = json.loads((d / "metrics.json").read_text())
+        assert m["status"] == "completed" and m["world_size"] == 1
+    assert "| + mixup w/o distill |" in r.out and "| Efficient |" in r.out
+    before = tree_snapshot(out)
+    again = cli("run", STUDY, "--scale", "smoke", "--results", results, "--set",
+                f"data.root={fmnist_root}")
+    assert again.code == 0
+    assert again.out.count("skip ") == 4
+    after = tree_snapshot(out)
+    assert {k: v for k, v in after.items() if k != ".lock"} == \
+        {k: v for k, v in before.items() if k != ".lock"}
+    rep = cli("report", results / "fmnist_refinements", "--format", "csv")
+    assert rep.code == 0 and rep.out.splitlines()[0].startswith("id,label,parent")
+    assert len(rep.out.splitlines()) == 1 + 2 * len(STEPS)
+
+
+def _inproc(results, fmnist_root, *more):
+    return ("run", STUDY, "--scale", "smoke", "--results", str(results), "--set",
+            f"data.root={fmnist_root}", "--set", "launcher=inprocess", *more)
+
+
+def test_changed_config_is_refused_then_force_keeps_old_run(cli, results, fmnist_root):
+    assert cli(*_inproc(results, fmnist_root, "--only", "efficient")).code == 0
+    out = results / "fmnist_refinements" / "smoke"
+    before = tree_snapshot(out)
+    r = cli(*_inproc(results, fmnist_root, "--only", "efficient", "--set", "optim.lr=0.05"))
+    assert r.code == 2 and "refusing to overwrite" in r.err and "--force" in r.err
+    assert tree_snapshot(out) == before
+    r = cli(*_inproc(results, fmnist_root, "--only", "efficient", "--set", "optim.lr=0.05",
+                     "--force"))
+    assert r.code == 0
+    kept = list((out / ".replaced").iterdir())
+    assert len(kept) == 1 and (kept[0] / "metrics.json").is_file()
+
+
+def test_seeds_give_mean_and_std(cli, results, fmnist_root):
+    r = cli(*_inproc(results, fmnist_root, "--only", "efficient", "--seeds", "2"))
+    assert r.code == 0
+    row = next(line for line in r.out.splitlines() if line.startswith("| Efficient"))
+    assert " ± " in row and row.rstrip().endswith("| 2 |")
+
+
+def test_dry_run_writes_nothing(cli, results, fmnist_root):
+    r = cli(*_inproc(results, fmnist_root, "--dry-run"))
+    assert r.code == 0 and "efficient seed 0: run" in r.out and "tricks=[linear_scaling" in r.out
+    assert not results.exists()
+
+
+def test_lock_refuses_a_second_run(cli, results, fmnist_root):
+    out = results / "fmnist_refinements" / "smoke"
+    with study_lock(out):
+        r = cli(*_inproc(results, fmnist_root))
+    assert r.code == 2 and "in use by another `ablate run`" in r.err
+
+
+@pytest.mark.parametrize("args,message", [
+    (("run", "no_such_study"), "study 'no_such_study' not found"),
+    (("run", STUDY, "--scale", "huge"), "unknown scale 'huge'"),
+    (("run", STUDY, "--only", "cosin"), "--only 'cosin': no such step (did you mean 'cosine'?)"),
+    (("run", STUDY, "--set", "optim.lrr=1"), "step 'efficient': unknown config key 'optim.lrr'"),
+    (("run", STUDY, "--set", "data.root=/nonexistent"), "Fashion-MNIST not found"),
+    (("report", "/nonexistent"), "neither a study file nor a results folder"),
+    (("list", "trcks"), "did you mean 'tricks'"),
+    (("train", "tricks=[mixpu]"), "unknown trick 'mixpu' (did you mean 'mixup'?)"),
+])
+def test_bad_input_exits_2_and_touches_nothing(cli, results, fmnist_root, args, message):
+    assert cli(*_inproc(results, fmnist_root, "--only", "efficient")).code == 0
+    before = tree_snapshot(results)
+    r = cli(*args, *(("--results", str(results)) if args[0] in ("run", "report") else ()))
+    assert r.code == 2, r.out + r.err
+    assert message in r.err.replace("\n", " ")
+    assert tree_snapshot(results) == before
+
+
+def test_malformed_study_file_exits_2(cli, results, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent("""
+        name: bad
+        metric: top1
+        steps:
+          - id: a
+            add: [linear_scaling, cosinee]
+    """))
+    r = cli("run", bad, "--results", results)
+    assert r.code == 2 and f"{bad}: step 'a': unknown trick 'cosinee'" in r.err.replace("\n", " ")
+    assert not results.exists()
+
+
+def test_failed_step_is_recorded_and_stops_the_study(cli, results, fmnist_root):
+    r = cli(*_inproc(results, fmnist_root, "--set", "optim.lr=1e30"))
+    assert r.code == 1 and "step 'efficient' (seed 0) failed: non-finite loss" in r.err
+    out = results / "fmnist_refinements" / "smoke"
+    assert json.loads((out / "efficient/seed0/metrics.json").read_text())["status"] == "failed"
+    assert not (out / "cosine").exists()
+    assert "| Efficient | failed |" in r.out
+
+
+def _kill_tree(pid: int) -> None:
+    os.killpg(pid, signal.SIGKILL)
+
+
+def test_killed_run_resumes(results, fmnist_root):
+    args = [sys.executable, "-m", "ablate", "run", STUDY, "--scale", "smoke", "--only",
+            "efficient", "--results", str(results), "--set", f"data.root={fmnist_root}",
+            "--set", "train.epochs=8", "--set", "data.train_subset=600",
+            "--set", "train.batch_size=32"]
+    ckpt = results / "fmnist_refinements/smoke/efficient/seed0/checkpoints/last.pt"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, cwd=ROOT)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    _kill_tree(proc.pid)
+    proc.wait()
+    metrics = ckpt.parent.parent / "metrics.json"
+    assert ckpt.exists() and not metrics.exists(), "the run was not interrupted mid-way"
+    done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming after epoch" in done.stdout
+    m = json.loads(metrics.read_text())
+    assert m["status"] == "completed" and 1 <= m["resumed_from_epoch"] < 8 and m["epochs"] == 8
+
+
+def test_train_multirun_sweeps_one_folder_each(cli, tmp_path, fmnist_root):
+    r = cli("train", "-m", "launcher=inprocess", f"data.root={fmnist_root}",
+            "data.train_subset=128", "data.test_subset=100", "train.batch_size=64",
+            "train.epochs=1", "tricks=[mixup]", "tricks.mixup.alpha=0.1,0.4",
+            f"paths.results={tmp_path}")
+    assert r.code == 0, r.out + r.err
+    runs = sorted((tmp_path / "multirun").glob("*/*/metrics.json"))
+    assert len(runs) == 2
+    alphas = sorted(json.loads(p.read_text())["tricks"]["mixup"]["alpha"] for p in runs)
+    assert alphas == [0.1, 0.4]
+
+
+def test_list(cli):
+    r = cli("list", "tricks")
+    assert r.code == 0 and "label_smoothing" in r.out and "zero_gamma" in r.out
+    assert "fmnist_refinements" in cli("list", "studies").out
