@@ -66,7 +66,7 @@ def _job(cfg: DictConfig) -> float | None:
     with StudyProgress(1) as progress:
         progress.start_run(1, "train", cfg.seed, "run")
         code = launch(config, cfg.launcher.name, resolve_nproc(cfg.launcher.nproc),
-                      progress.line)
+                      progress.line, cfg.launcher.get("mode", "auto"))
     import json
 
     metrics_path = run_dir / "metrics.json"

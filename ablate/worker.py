@@ -8,12 +8,14 @@ run resumes from its last checkpoint when the config hash matches.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from omegaconf import OmegaConf
@@ -34,7 +36,7 @@ def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
+        return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -45,6 +47,41 @@ def _device_name(dist: DistInfo) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker when its launcher dies. torchrun starts workers in a
+    session of their own, so a hard-killed `ablate run` would otherwise leave a worker training
+    and writing into the run folder while the next `ablate run` resumes it."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() == 1:  # the launcher is already gone
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, dist: DistInfo) -> Iterator[None]:
+    """One worker group per run folder (rank 0 holds an exclusive lock)."""
+    if not dist.is_main:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".run.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AblateError(f"{run_dir} is being trained by another worker") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def run(config_path: str | Path) -> dict[str, Any]:
     """Train the run described by ``config_path``; return (and, on rank 0, write) its metrics."""
     config_path = Path(config_path)
@@ -52,11 +89,17 @@ def run(config_path: str | Path) -> dict[str, Any]:
     cfg = OmegaConf.load(config_path)
     chash = config_hash(cfg)
     dist = init_distributed(cfg.launcher.get("device", "auto"))
+    with run_lock(run_dir, dist):
+        return _run(cfg, run_dir, chash, dist)
+
+
+def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
     started = time.time()
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     if cfg.train.get("threads"):
         torch.set_num_threads(int(cfg.train.threads))
     built = build(cfg, dist)
+    setup_time = time.time() - started
     trainer = Trainer(built, dist, run_dir, seed=cfg.seed, eval_every=cfg.train.eval_every,
                       log_every=cfg.train.log_every, extra_state={"config_hash": chash})
     resumed_from = None
@@ -86,7 +129,9 @@ def run(config_path: str | Path) -> dict[str, Any]:
         "epochs": int(trainer.state.epoch),
         "iterations": int(trainer.state.iteration),
         "wall_time_s": round(time.time() - started, 3),
+        "setup_time_s": round(setup_time, 3),
         "train_time_s": round(trainer.train_time, 3),
+        "eval_time_s": round(trainer.eval_time, 3),
         "images_per_s": round(trainer.images / trainer.train_time, 1) if trainer.train_time else 0,
         "precision": built.precision.name,
         "tricks": {t.name: t.describe() for t in built.tricks},
@@ -109,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ablate.worker")
     parser.add_argument("config", help="resolved config.yaml inside the run folder")
     args = parser.parse_args(argv)
+    _die_with_parent()
     try:
         result = run(args.config)
     except AblateError as e:

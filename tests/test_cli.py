@@ -136,7 +136,9 @@ def test_killed_run_resumes(results, fmnist_root):
             "--set", "train.epochs=8", "--set", "data.train_subset=600",
             "--set", "train.batch_size=32"]
     ckpt = results / "fmnist_refinements/smoke/efficient/seed0/checkpoints/last.pt"
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    # the killed run goes through torchrun, the resumed one through the default fork launch
+    proc = subprocess.Popen([*args, "--set", "launcher.mode=torchrun"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, cwd=ROOT)
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -145,6 +147,12 @@ def test_killed_run_resumes(results, fmnist_root):
     proc.wait()
     metrics = ckpt.parent.parent / "metrics.json"
     assert ckpt.exists() and not metrics.exists(), "the run was not interrupted mid-way"
+    # torchrun starts workers in their own session: the worker must die with its launcher
+    # rather than keep writing into the run folder
+    time.sleep(1.0)
+    stamp = ckpt.stat().st_mtime_ns
+    time.sleep(1.5)
+    assert ckpt.stat().st_mtime_ns == stamp and not metrics.exists()
     done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "resuming after epoch" in done.stdout

@@ -41,6 +41,7 @@ class Trainer:
         self.state = TrainState(epochs=built.ctx.epochs, iters_per_epoch=built.ctx.iters_per_epoch)
         self.history: list[dict[str, Any]] = []
         self.train_time = 0.0
+        self.eval_time = 0.0
         self.images = 0
         self.extra_state = extra_state or {}
         self.last_metrics: dict[str, float] = {}
@@ -54,7 +55,8 @@ class Trainer:
         return {"model": self.b.model.state_dict(), "optimizer": self.b.optimizer.state_dict(),
                 "scaler": self.b.precision.state_dict(), "epoch": self.state.epoch,
                 "iteration": self.state.iteration, "history": self.history,
-                "train_time": self.train_time, "images": self.images,
+                "train_time": self.train_time, "eval_time": self.eval_time,
+                "images": self.images,
                 "last_metrics": self.last_metrics, **self.extra_state}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -64,6 +66,7 @@ class Trainer:
         self.state.epoch, self.state.iteration = ckpt["epoch"], ckpt["iteration"]
         self.history, self.train_time = list(ckpt["history"]), ckpt["train_time"]
         self.images, self.last_metrics = ckpt["images"], dict(ckpt["last_metrics"])
+        self.eval_time = ckpt["eval_time"]
 
     # --- loop -------------------------------------------------------------------------
     def set_lr(self) -> float:
@@ -112,7 +115,11 @@ class Trainer:
                                 f"{self.state.iteration}")
 
     def evaluate(self) -> dict[str, float]:
-        return self.b.task.evaluate(self.b.model, self.b.eval_loader, self.b.precision.autocast)
+        t0 = time.perf_counter()
+        metrics = self.b.task.evaluate(self.b.model, self.b.eval_loader,
+                                       self.b.precision.autocast)
+        self.eval_time += time.perf_counter() - t0
+        return metrics
 
     def fit(self) -> dict[str, float]:
         """Train the remaining epochs; return the last evaluation's metrics."""

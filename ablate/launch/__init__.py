@@ -1,8 +1,12 @@
 """Launchers start one run (a resolved ``config.yaml`` in its run folder) and wait for it.
 
 - ``local``: ``torchrun --standalone --nproc-per-node N -m ablate.worker config.yaml`` (CPU/gloo
-  here, CUDA/nccl where GPUs exist). Its output goes to ``stdout.log`` and progress lines are
-  handed to a callback.
+  here, CUDA/nccl where GPUs exist). With ``mode: auto`` a single-process run is instead forked
+  from the driver, which has imported torch once: starting torchrun's agent and a fresh worker
+  interpreter costs ~4–5 s per step on a small CPU (two torch imports), more than the 5 s
+  budget of harness overhead per step. The worker code and its environment contract are the
+  same either way (no RANK/WORLD_SIZE = one process). ``mode: torchrun`` always uses torchrun.
+  Output goes to ``stdout.log``; progress lines are handed to a callback.
 - ``inprocess``: calls the worker in this process (tests; one process only).
 """
 
@@ -66,6 +70,81 @@ def run_local(config: Path, nproc: int, on_line: OnLine | None = None) -> int:
             raise
 
 
+def _forked_worker(config: str) -> None:
+    """Child side of a forkserver launch: output into the run's stdout.log, run the worker."""
+    import traceback
+
+    fd = os.open(Path(config).parent / "stdout.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    code = 1
+    try:
+        from ablate.worker import main
+
+        code = main([config])
+    except BaseException:  # noqa: BLE001  (report anything, then leave)
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+_FORKSERVER = None
+
+
+def _forkserver():
+    """A multiprocessing forkserver with torch and the worker preloaded (started once).
+
+    The server is a fresh interpreter that only imports, never runs torch ops, so forking from
+    it is safe (forking a process whose OpenMP pool is running can deadlock the child).
+    """
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("forkserver")
+        # torch.optim imports torch._dynamo lazily: ~1 s per fresh process, so preload it too.
+        ctx.set_forkserver_preload(["torch", "torch._dynamo", "ablate.worker"])
+        _FORKSERVER = ctx
+    return _FORKSERVER
+
+
+def run_forked(config: Path, on_line: OnLine | None = None) -> int:
+    """Run one worker process forked from a preloaded server; follow its stdout.log."""
+    import time
+
+    log_path = config.parent / "stdout.log"
+    log_path.touch()
+    with open(log_path) as log:
+        log.seek(0, os.SEEK_END)
+        proc = _forkserver().Process(target=_forked_worker, args=(str(config),))
+        proc.start()
+        try:
+            partial = ""
+            while True:
+                alive = proc.is_alive()
+                chunk = log.read()
+                if chunk:
+                    lines = (partial + chunk).split("\n")
+                    partial = lines.pop()
+                    for line in lines:
+                        if on_line is not None:
+                            on_line(line + "\n")
+                elif not alive:
+                    break
+                else:
+                    time.sleep(0.05)
+            proc.join()
+            return proc.exitcode if proc.exitcode is not None else 1
+        except BaseException:  # Ctrl-C or an error here: stop the worker, keep its checkpoint
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(30)
+            raise
+
+
 def run_inprocess(config: Path, on_line: OnLine | None = None) -> int:
     import contextlib
     import io
@@ -82,8 +161,14 @@ def run_inprocess(config: Path, on_line: OnLine | None = None) -> int:
     return 0 if result["status"] == "completed" else 1
 
 
-def launch(config: Path, launcher: str, nproc: int, on_line: OnLine | None = None) -> int:
+def launch(config: Path, launcher: str, nproc: int, on_line: OnLine | None = None,
+           mode: str = "auto") -> int:
+    """Start the run in ``config``'s folder and wait; returns the worker's exit code."""
     if launcher == "local":
+        if mode not in ("auto", "torchrun"):
+            raise AblateError(f"launcher.mode must be 'auto' or 'torchrun', got '{mode}'")
+        if nproc == 1 and mode == "auto":
+            return run_forked(config, on_line)
         return run_local(config, nproc, on_line)
     if launcher == "inprocess":
         if nproc != 1:

@@ -60,12 +60,30 @@ def seeds_for(study: Study, seeds: int | None) -> list[int]:
     return [study.seed + i for i in range(n)]
 
 
+def _for_tricks(overrides: dict[str, Any], tricks: list[str], where: str) -> dict[str, Any]:
+    """Drop ``tricks.<name>.…`` options of known tricks that this step does not use, so a study
+    can set a trick's options once in ``base`` or a scale, before the step that adds it."""
+    from ablate.registry import TRICKS
+
+    out = {}
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if parts[0] == "tricks" and len(parts) > 2:
+            if parts[1] not in TRICKS:
+                raise AblateError(f"{where}'{key}': unknown trick '{parts[1]}'"
+                                  f"{did_you_mean(parts[1], TRICKS)}")
+            if parts[1] not in tricks:
+                continue
+        out[key] = value
+    return out
+
+
 def plan_study(study: Study, *, scale: str, seeds: list[int], only: list[str] | None,
                results_root: Path, extra: list[str] = ()) -> list[RunPlan]:
     """Compose and check every selected step × seed. Raises ``AblateError`` before any run."""
     from ablate.data import DataSource  # noqa: F401  (registers datasets)
     from ablate.registry import DATASETS
-    from ablate.tricks import check_tricks
+    from ablate.tricks import check_tricks  # (registers tricks)
 
     ids = [s.id for s in study.steps]
     for o in only or []:
@@ -79,7 +97,8 @@ def plan_study(study: Study, *, scale: str, seeds: list[int], only: list[str] | 
             continue
         where = f"{study.path}: step '{step.id}': "
         for seed in seeds:
-            overrides = [*to_overrides({**base, **step.overrides_at(scale)}),
+            chosen = _for_tricks({**base, **step.overrides_at(scale)}, step.tricks, where)
+            overrides = [*to_overrides(chosen),
                          f"tricks=[{','.join(step.tricks)}]", f"seed={seed}",
                          f"paths.results={results_root}", *extra]
             try:
@@ -190,7 +209,7 @@ def execute(study: Study, plans: list[RunPlan], *, out_dir: Path, force: bool,
         n = resolve_nproc(nproc if nproc is not None else plan.cfg.launcher.nproc)
         progress.start_run(i, plan.step.id, plan.seed, plan.action)
         config = write_run_files(plan)
-        code = launch(config, launcher, n, progress.line)
+        code = launch(config, launcher, n, progress.line, plan.cfg.launcher.get("mode", "auto"))
         plan.result = _read_json(plan.run_dir / "metrics.json") or {}
         if code != 0 or plan.result.get("status") != COMPLETED:
             reason = plan.result.get("reason") or f"worker exited with code {code}; see " \

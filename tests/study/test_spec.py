@@ -101,12 +101,30 @@ def test_malformed_studies(tmp_path, text, message):
     ("  - id: b\n    set: {optim.lrr: 1}\n", "step 'b': unknown config key 'optim.lrr'"),
     ("  - id: b\n    set: {model: resnet50_e}\n", "step 'b': unknown model option"),
     ("  - id: b\n    set: {data.root: /nonexistent}\n", "step 'b': Fashion-MNIST not found"),
+    ("  - id: b\n    set: {tricks.cosin.target_lr: 0}\n",
+     "step 'b': 'tricks.cosin.target_lr': unknown trick 'cosin' (did you mean 'cosine'?)"),
 ])
 def test_planning_errors_name_file_step_and_item(tmp_path, extra_step, message):
     s = load_study(write(tmp_path, BASE + extra_step))
     with pytest.raises(AblateError) as e:
         plan_study(s, scale="full", seeds=[0], only=None, results_root=tmp_path / "r")
     assert message in str(e.value) and str(tmp_path / "s.yaml") in str(e.value)
+
+
+def test_trick_options_apply_only_where_the_trick_is_on(tmp_path):
+    s = load_study(write(tmp_path, """
+        name: t
+        metric: top1
+        base: {tricks.cosine.target_lr: 0.001}
+        steps:
+          - id: a
+            add: [warmup]
+          - id: b
+            add: [cosine]
+    """))
+    a, b = plan_study(s, scale="full", seeds=[0], only=None, results_root=tmp_path / "r")
+    assert "cosine" not in a.cfg.tricks
+    assert b.cfg.tricks.cosine.target_lr == 0.001
 
 
 def test_only_unknown_step(tmp_path):

@@ -1,0 +1,353 @@
+"""Per-sample detection transforms for YOLOv3 ("Bag of Freebies", Zhang et al. 2019, Table 3).
+
+* ``yolo_augment``: the "data augmentation" freebie, GluonCV's ``YOLO3DefaultTrainTransform``
+  order: colour distortion → random expand (p 0.5, ratio U(1, 4), fill = mean pixel) → SSD
+  min-IoU random crop → resize to the training size with a random interpolation → horizontal
+  flip (p 0.5).
+* ``plain_resize``: what the "- data augmentation" row keeps (resize only).
+* ``eval_resize``: evaluation input (no letterbox); keeps ``orig_size`` and the original boxes
+  (``orig_boxes``) so detections are scored in original image coordinates.
+* ``mix_pair``: visually coherent mixup of two raw images (Sec. 3.1), before the geometry.
+
+Normalisation (ImageNet mean/std) is left to the loader, on the device batch. Images are uint8
+``[3, H, W]`` in and out (float 0–255 input is rounded). Targets follow ``detection_common``;
+every tensor entry with one row per box (``labels``, ``difficult``, ``weights``, ``iscrowd``…)
+follows the boxes that survive the crop.
+
+Building blocks: ``tv_tensors.BoundingBoxes`` with the v2 kernels (pad, resize, flip) and
+``v2.RandomZoomOut`` for the expand. The crop keeps ``v2.RandomIoUCrop``'s rules (boxes kept by
+centre, as ``SanitizeBoundingBoxes`` would after it) but draws its trials vectorised, ~10x
+faster (``sample_min_iou_crop``).
+
+Randomness: torchvision.transforms.v2 draws from torch's *global* RNG (``torch.rand``,
+``torch.randint``), and so do the colour, crop and interpolation draws here. Seed it
+(``torch.manual_seed``) for reproducible output, or pass a ``torch.Generator``: the transform
+then runs under a forked global RNG seeded from one draw of the generator and leaves the global
+state untouched. The loader passes a generator seeded by (seed, epoch, index), so results do not
+depend on the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Iterator, Sequence
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
+
+from ablate.errors import AblateError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MEAN_PIXEL = tuple(round(255 * m) for m in IMAGENET_MEAN)  # (124, 116, 104): the expand fill
+CROP_MIN_IOUS = (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)  # 1.0 = "none" (no crop), as in v2
+# The random training interpolation, standing in for OpenCV's INTER_{NEAREST, LINEAR, CUBIC,
+# AREA} (GluonCV draws one of 5; LANCZOS4 has no tensor kernel). All run on uint8 in
+# torchvision's fast kernels; "area" is antialiased bilinear (a triangle filter that averages
+# like INTER_AREA when shrinking; F.interpolate's true "area" is 5x slower). "nearest" samples
+# pixel centres (NEAREST_EXACT), unlike PyTorch's legacy half-pixel-shifted "nearest".
+INTERPOLATIONS = {"nearest": (InterpolationMode.NEAREST_EXACT, False),
+                  "bilinear": (InterpolationMode.BILINEAR, False),
+                  "bicubic": (InterpolationMode.BICUBIC, False),
+                  "area": (InterpolationMode.BILINEAR, True)}
+_GREY = torch.tensor([0.299, 0.587, 0.114])
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
+_YIQ_INV = torch.linalg.inv(_YIQ)
+
+
+@contextlib.contextmanager
+def _rng(generator: torch.Generator | None) -> Iterator[None]:
+    """Run under the global RNG, or under a forked one seeded from ``generator``."""
+    if generator is None:
+        yield
+        return
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def per_box_keys(target: dict[str, Any]) -> list[str]:
+    """Keys of ``target`` (besides ``boxes``) holding a tensor with one row per box."""
+    n = len(target["boxes"])
+    return [k for k, v in target.items() if k != "boxes" and isinstance(v, torch.Tensor)
+            and v.ndim >= 1 and v.shape[0] == n]
+
+
+def _as_uint8(image: torch.Tensor) -> torch.Tensor:
+    if image.dtype == torch.uint8:
+        return image
+    return image.float().round().clamp(0, 255).to(torch.uint8)
+
+
+def _size(out_size: int | Sequence[int]) -> tuple[int, int]:
+    h, w = (out_size, out_size) if isinstance(out_size, int) else tuple(out_size)
+    if h < 1 or w < 1:
+        raise AblateError(f"out_size must be positive, got {out_size}")
+    return int(h), int(w)
+
+
+def resize_image(image: torch.Tensor, size: tuple[int, int], mode: str = "area"
+                 ) -> torch.Tensor:
+    """Resize a uint8 (or 0–255 float) image ``[3, H, W]`` to ``size`` = (h, w).
+
+    Args:
+        image: the image.
+        size: output (height, width).
+        mode: a key of ``INTERPOLATIONS``.
+    Returns:
+        uint8 ``[3, h, w]``.
+    """
+    image = _as_uint8(image)
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    interpolation, antialias = INTERPOLATIONS[mode]
+    return TF.resize(image, list(size), interpolation=interpolation, antialias=antialias)
+
+
+def _resize_target(target: dict[str, Any], old: tuple[int, int], new: tuple[int, int]
+                   ) -> dict[str, Any]:
+    num = torch.tensor([new[1], new[0]] * 2, dtype=torch.float32)
+    den = torch.tensor([old[1], old[0]] * 2, dtype=torch.float32)
+    return {**target, "boxes": target["boxes"].float() * num / den}
+
+
+def color_distort(image: torch.Tensor, *, brightness_delta: float = 32.0,
+                  contrast: tuple[float, float] = (0.5, 1.5),
+                  saturation: tuple[float, float] = (0.5, 1.5), hue_delta: float = 18.0,
+                  p: float = 0.5) -> torch.Tensor:
+    """SSD/GluonCV photometric distortion (``random_color_distort``), global RNG.
+
+    Each step is applied with probability ``p``: brightness + U(−δ, δ) (0–255 units), then
+    either contrast → saturation → hue or saturation → hue → contrast (random order, p 0.5).
+    Contrast blends with the mean grey level, saturation with the grey image, by a factor
+    U(lo, hi); hue rotates the chroma plane of YIQ by U(−hue_delta, hue_delta) degrees (GluonCV's
+    intent: its code multiplies the degree draw by π). Values are clamped to 0–255 after each
+    step. (v2.RandomPhotometricDistort scales brightness and permutes channels: not used.)
+
+    Args:
+        image: uint8 ``[3, H, W]``.
+    Returns:
+        uint8 ``[3, H, W]``.
+    """
+    x = image.float()
+
+    def draw(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand(()))
+
+    def grey(x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("c,chw->hw", _GREY, x)[None]
+
+    def blend(x: torch.Tensor, other: torch.Tensor, a: float) -> torch.Tensor:
+        return (x * a + other * (1 - a)).clamp_(0, 255)
+
+    def hue(x: torch.Tensor, deg: float) -> torch.Tensor:
+        c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+        rot = torch.tensor([[1.0, 0, 0], [0, c, -s], [0, s, c]])
+        t = _YIQ_INV @ rot @ _YIQ
+        return torch.einsum("dc,chw->dhw", t, x).clamp_(0, 255)
+
+    steps = {"contrast": lambda x, a: blend(x, grey(x).mean(), a),
+             "saturation": lambda x, a: blend(x, grey(x), a), "hue": hue}
+    ranges = {"contrast": contrast, "saturation": saturation,
+              "hue": (-hue_delta, hue_delta)}
+    if float(torch.rand(())) < p:
+        x = (x + draw(-brightness_delta, brightness_delta)).clamp_(0, 255)
+    order = ["contrast", "saturation", "hue"]
+    if float(torch.rand(())) >= 0.5:
+        order = ["saturation", "hue", "contrast"]
+    for name in order:
+        if float(torch.rand(())) < p:
+            x = steps[name](x, draw(*ranges[name]))
+    return x.round_().to(torch.uint8)
+
+
+def sample_min_iou_crop(boxes: torch.Tensor, height: int, width: int, *, trials: int = 50,
+                        min_ious: Sequence[float] = CROP_MIN_IOUS, min_scale: float = 0.3,
+                        max_aspect: float = 2.0) -> tuple[int, int, int, int] | None:
+    """Draw an SSD min-IoU crop (global RNG), with ``v2.RandomIoUCrop``'s rules, vectorised.
+
+    Draw a minimum IoU from ``min_ious`` (1.0 = keep the image); try ``trials`` crops with sides
+    ``int(side · U(min_scale, 1))``, aspect in [1/max_aspect, max_aspect] and a random position;
+    a crop qualifies if some box has its centre strictly inside and, among those boxes, the
+    best IoU with the crop reaches the minimum; the first qualifying one wins, else draw a new
+    minimum. (v2 tests one trial at a time with several small tensor ops: ~10 ms per image.)
+
+    Args:
+        boxes: float ``[N, 4]`` xyxy, N ≥ 1.
+        height, width: image size.
+    Returns:
+        ``(top, left, h, w)``, or None for "no crop".
+    """
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while True:
+        min_iou = min_ious[int(torch.randint(len(min_ious), (1,)))]
+        if min_iou >= 1.0:
+            return None
+        r = torch.rand(trials, 4, dtype=torch.float64)
+        cw = (width * (min_scale + (1 - min_scale) * r[:, 0])).long()
+        ch = (height * (min_scale + (1 - min_scale) * r[:, 1])).long()
+        x0, y0 = ((width - cw) * r[:, 2]).long(), ((height - ch) * r[:, 3]).long()
+        x1, y1 = x0 + cw, y0 + ch
+        ok = (cw > 0) & (ch > 0)
+        aspect = cw / ch.clamp(min=1)
+        ok &= (aspect >= 1 / max_aspect) & (aspect <= max_aspect)
+        inside = ((x0[:, None] < cx) & (cx < x1[:, None]) & (y0[:, None] < cy)
+                  & (cy < y1[:, None]))
+        iw = (torch.minimum(x1[:, None], boxes[:, 2]) - torch.maximum(x0[:, None], boxes[:, 0]))
+        ih = (torch.minimum(y1[:, None], boxes[:, 3]) - torch.maximum(y0[:, None], boxes[:, 1]))
+        inter = iw.clamp(min=0) * ih.clamp(min=0)
+        iou = inter / ((cw * ch)[:, None] + area - inter)
+        ok &= inside.any(1) & (iou.where(inside, -1.0).amax(1) >= min_iou)
+        if ok.any():
+            k = int(ok.nonzero()[0])
+            return int(y0[k]), int(x0[k]), int(ch[k]), int(cw[k])
+
+
+def crop_target(target: dict[str, Any], top: int, left: int, height: int, width: int
+                ) -> dict[str, Any]:
+    """Crop the boxes: keep those whose centre is strictly inside, shift, clip to the crop,
+    drop any thinner than 1 px; every per-box column follows.
+
+    Returns:
+        the new target (float32 ``boxes`` in crop coordinates).
+    """
+    b = target["boxes"].float()
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    keep = (left < cx) & (cx < left + width) & (top < cy) & (cy < top + height)
+    b = b - torch.tensor([left, top, left, top], dtype=torch.float32)
+    b[:, 0::2] = b[:, 0::2].clamp(0, width)
+    b[:, 1::2] = b[:, 1::2].clamp(0, height)
+    keep &= ((b[:, 2] - b[:, 0]) >= 1) & ((b[:, 3] - b[:, 1]) >= 1)
+    out = {**target, **{k: target[k][keep] for k in per_box_keys(target)}}
+    out["boxes"] = b[keep]
+    return out
+
+
+def yolo_augment(image: torch.Tensor, target: dict[str, Any], *, out_size: int,
+                 generator: torch.Generator | None = None, color: bool = True,
+                 expand: bool = True, crop: bool = True, flip: bool = True,
+                 mean_pixel: Sequence[float] = MEAN_PIXEL
+                 ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """YOLOv3 training augmentation (TRICKS.md "Data augmentation"), boxes following each step.
+
+    Steps: ``color_distort``; ``v2.RandomZoomOut`` (p 0.5, side ratio U(1, 4), fill
+    ``mean_pixel``); ``sample_min_iou_crop`` + ``crop_target`` (none for an image without
+    boxes); resize to ``out_size``² with an interpolation drawn from ``INTERPOLATIONS``; flip
+    (p 0.5, x1' = S − x2). Boxes are ``tv_tensors.BoundingBoxes`` through pad/resize/flip.
+
+    Args:
+        image: uint8 ``[3, H, W]`` (a float 0–255 mixup canvas is rounded first).
+        target: dataset target; per-box tensors (``per_box_keys``) follow the kept boxes.
+        out_size: square output side.
+        generator: optional; see the module docstring (else the global RNG is used).
+        color, expand, crop, flip: switch single steps off (tests, ablations).
+        mean_pixel: expand fill, 0–255 RGB (the dataset mean pixel).
+    Returns:
+        ``(uint8 [3, S, S], target)`` with float32 xyxy ``boxes`` in output pixels.
+    """
+    size = _size(out_size)
+    with _rng(generator):
+        image = _as_uint8(image)
+        if color:
+            image = color_distort(image)
+        h, w = image.shape[-2:]
+        boxes = TF.clamp_bounding_boxes(tv_tensors.BoundingBoxes(
+            target["boxes"].float().reshape(-1, 4), format="XYXY", canvas_size=(h, w)))
+        if expand:
+            img, boxes = v2.RandomZoomOut(fill=list(mean_pixel), side_range=(1.0, 4.0),
+                                          p=0.5)(tv_tensors.Image(image), boxes)
+            image = img.as_subclass(torch.Tensor)
+        target = {**target, "boxes": boxes.as_subclass(torch.Tensor)}
+        if crop and len(boxes):
+            h, w = image.shape[-2:]
+            params = sample_min_iou_crop(target["boxes"], h, w)
+            if params is not None:
+                top, left, ch, cw = params
+                image = image[:, top:top + ch, left:left + cw]
+                target = crop_target(target, top, left, ch, cw)
+        boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY",
+                                         canvas_size=tuple(image.shape[-2:]))
+        mode = list(INTERPOLATIONS)[int(torch.randint(len(INTERPOLATIONS), (1,)))]
+        out = resize_image(image, size, mode)
+        boxes = TF.resize(boxes, list(size))
+        if flip and float(torch.rand(())) < 0.5:
+            out, boxes = out.flip(-1), TF.horizontal_flip(boxes)
+    boxes = boxes.as_subclass(torch.Tensor).float() + 0.0  # + 0.0: no -0.0 from the flip
+    return out.contiguous(), {**target, "boxes": boxes}
+
+
+def plain_resize(image: torch.Tensor, target: dict[str, Any], *, out_size: int,
+                 generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The "- data augmentation" transform: resize to ``out_size``², boxes scaled.
+
+    The resize is bilinear, antialiased when shrinking (``INTERPOLATIONS["area"]``, like
+    OpenCV's automatic choice of INTER_AREA for shrinking).
+
+    Args:
+        image: uint8 ``[3, H, W]``; target: dataset target.
+        out_size: square output side.
+        generator: ignored (same call signature as ``yolo_augment``).
+    Returns:
+        ``(uint8 [3, S, S], target)``; boxes scaled by ``(S/W, S/H)`` exactly.
+    """
+    size = _size(out_size)
+    old = tuple(image.shape[-2:])
+    return resize_image(image, size), _resize_target(target, old, size)
+
+
+def eval_resize(image: torch.Tensor, target: dict[str, Any], *, out_size: int,
+                generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Evaluation input: ``plain_resize`` (no letterbox), keeping the original boxes.
+
+    Returns:
+        ``(uint8 [3, S, S], target)`` with scaled ``boxes`` and ``orig_boxes`` (original image
+        coordinates); ``orig_size`` (H, W) maps detections back (x·W/S, y·H/S).
+    """
+    image_out, out = plain_resize(image, target, out_size=out_size)
+    out["orig_boxes"] = target["boxes"].float().reshape(-1, 4).clone()
+    return image_out, out
+
+
+def mix_pair(image1: torch.Tensor, target1: dict[str, Any], image2: torch.Tensor,
+             target2: dict[str, Any], lam: float, *, weighted: bool = True
+             ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Visually coherent mixup of two raw samples (GluonCV's ``MixupDetection``).
+
+    Args:
+        image1, image2: uint8 ``[3, H_i, W_i]``.
+        target1, target2: their targets.
+        lam: blend factor of image 1 (image 2 gets 1 − lam).
+        weighted: box weights lam / 1 − lam (else 1.0 for all: the "0.5:0.5 unweighted" row).
+    Returns:
+        ``(uint8 [3, max H, max W], target)``: a zero canvas with image1·lam and
+        image2·(1 − lam) added at the top-left, rounded; the boxes (and every per-box column)
+        of both, image 1's first; ``weights`` multiplies any existing weights; ``orig_size`` is
+        the canvas size, ``mixed_with`` image 2's id and ``mix_lambda`` lam.
+    """
+    (h1, w1), (h2, w2) = image1.shape[-2:], image2.shape[-2:]
+    h, w = max(h1, h2), max(w1, w2)
+    canvas = torch.zeros(3, h, w)
+    canvas[:, :h1, :w1] = image1.float() * lam
+    canvas[:, :h2, :w2] += image2.float() * (1 - lam)
+    out = {k: v for k, v in target1.items()}
+    keys2 = per_box_keys(target2)
+    for k in per_box_keys(target1):
+        if k not in keys2 or k == "weights":
+            del out[k]  # a column only one image has cannot follow the union of boxes
+    keys = [k for k in per_box_keys(target1) if k in keys2 and k != "weights"]
+    for k in ["boxes"] + keys:
+        out[k] = torch.cat([target1[k], target2[k].to(target1[k].dtype)])
+    parts = []
+    for t, f in ((target1, lam), (target2, 1 - lam)):
+        base = t.get("weights", torch.ones(len(t["boxes"])))
+        parts.append(base.float() * (float(f) if weighted else 1.0))
+    out.update(weights=torch.cat(parts), orig_size=(h, w), mixed_with=target2.get("image_id"),
+               mix_lambda=float(lam))
+    return _as_uint8(canvas), out

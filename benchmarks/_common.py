@@ -1,0 +1,31 @@
+"""Shared helpers for the benchmark scripts: machine description and Markdown tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (f"{cpu}, {os.cpu_count()} cores{gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}; {time.strftime('%Y-%m-%d')}")
+
+
+def table(head: list[str], rows: list[list[object]]) -> str:
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) and abs(v) < 1e3 else (  # noqa: E731
+        f"{v:,.0f}" if isinstance(v, float) else str(v))
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,191 @@
+"""YOLOv3 sample transforms: boxes follow every geometric step, exact resize/flip/crop/mixup."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ablate.data.detection_transforms import (CROP_MIN_IOUS, color_distort, crop_target,
+                                              eval_resize, mix_pair, per_box_keys,
+                                              plain_resize, sample_min_iou_crop, yolo_augment)
+
+
+def _target(boxes, labels, **extra):
+    boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    n = len(boxes)
+    t = {"boxes": boxes, "labels": torch.tensor(labels, dtype=torch.int64),
+         "difficult": torch.zeros(n, dtype=torch.bool), "image_id": "img", "orig_size": (0, 0)}
+    t.update(extra)
+    return t
+
+
+def _rect_image(h=100, w=120, box=(30, 20, 70, 60)):
+    image = torch.zeros(3, h, w, dtype=torch.uint8)
+    x1, y1, x2, y2 = box
+    image[:, y1:y2, x1:x2] = 255
+    t = _target([box], [3])
+    t["orig_size"] = (h, w)
+    return image, t
+
+
+def test_plain_resize_scales_boxes_exactly():
+    image = torch.zeros(3, 100, 50, dtype=torch.uint8)
+    t = _target([[10, 20, 30, 40], [0, 0, 50, 100]], [1, 2])
+    out, t2 = plain_resize(image, t, out_size=64)
+    assert out.shape == (3, 64, 64) and out.dtype == torch.uint8
+    expected = torch.tensor([[10 * 64 / 50, 20 * 64 / 100, 30 * 64 / 50, 40 * 64 / 100],
+                             [0, 0, 64, 64]])
+    torch.testing.assert_close(t2["boxes"], expected, rtol=0, atol=1e-5)
+    assert torch.equal(t2["labels"], t["labels"]) and t2["orig_size"] == t["orig_size"]
+
+
+def test_eval_resize_keeps_original_boxes():
+    image = torch.zeros(3, 30, 60, dtype=torch.uint8)
+    t = _target([[6, 3, 60, 30]], [0])
+    t["orig_size"] = (30, 60)
+    out, t2 = eval_resize(image, t, out_size=90)
+    assert out.shape == (3, 90, 90) and t2["orig_size"] == (30, 60)
+    torch.testing.assert_close(t2["boxes"], torch.tensor([[9.0, 9, 90, 90]]), rtol=0, atol=1e-5)
+    assert torch.equal(t2["orig_boxes"], t["boxes"])
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_augmented_box_encloses_the_rectangle(seed):
+    image, t = _rect_image()
+    torch.manual_seed(seed)
+    out, t2 = yolo_augment(image, t, out_size=96, color=False, mean_pixel=(0, 0, 0))
+    assert out.shape == (3, 96, 96) and out.dtype == torch.uint8
+    mask = out[0] > 127
+    # A crop always keeps the centre of some box: with a single box it always survives.
+    assert t2["labels"].tolist() == [3]
+    x1, y1, x2, y2 = t2["boxes"][0].tolist()
+    assert 0 <= x1 < x2 <= 96 and 0 <= y1 < y2 <= 96
+    rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+    assert len(rows) and len(cols)
+    tol = 1.0  # interpolation moves the thresholded edge by up to about half a pixel
+    assert abs(cols[0] - x1) <= tol and abs(cols[-1] + 1 - x2) <= tol
+    assert abs(rows[0] - y1) <= tol and abs(rows[-1] + 1 - y2) <= tol
+
+
+def test_flip_maps_x1_to_size_minus_x2_exactly():
+    s = 64
+    image = torch.arange(3 * s * s, dtype=torch.int64).reshape(3, s, s).remainder(251)
+    image = image.to(torch.uint8)
+    t = _target([[3.5, 7, 20, 30], [40, 1, 63, 50]], [0, 1])
+    results = []
+    for seed in range(12):
+        torch.manual_seed(seed)
+        results.append(yolo_augment(image, t, out_size=s, color=False, expand=False,
+                                    crop=False))
+    plain = [r for r in results if torch.equal(r[0], image)]
+    flipped = [r for r in results if torch.equal(r[0], image.flip(-1))]
+    assert plain and flipped and len(plain) + len(flipped) == len(results)
+    assert all(torch.equal(r[1]["boxes"], t["boxes"]) for r in plain)
+    b = t["boxes"]
+    expected = torch.stack([s - b[:, 2], b[:, 1], s - b[:, 0], b[:, 3]], 1)
+    assert all(torch.equal(r[1]["boxes"], expected) for r in flipped)
+
+
+def test_per_box_columns_follow_the_surviving_boxes():
+    image = torch.full((3, 80, 100), 90, dtype=torch.uint8)
+    boxes = [[2, 2, 20, 20], [60, 40, 98, 78], [30, 10, 70, 50], [5, 55, 25, 75]]
+    weights = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    difficult = torch.tensor([False, True, False, True])
+    crowd = torch.tensor([True, False, False, False])
+    t = _target(boxes, [0, 1, 2, 3], weights=weights, iscrowd=crowd)
+    t["difficult"] = difficult
+    dropped = 0
+    for seed in range(40):
+        out, t2 = yolo_augment(image, t, out_size=64, generator=torch.Generator().manual_seed(seed))
+        n = len(t2["boxes"])
+        assert {k: len(t2[k]) for k in ("labels", "weights", "difficult", "iscrowd")} == \
+            dict.fromkeys(("labels", "weights", "difficult", "iscrowd"), n)
+        lab = t2["labels"]
+        assert torch.equal(t2["weights"], weights[lab])
+        assert torch.equal(t2["difficult"], difficult[lab])
+        assert torch.equal(t2["iscrowd"], crowd[lab])
+        assert (t2["boxes"] >= 0).all() and (t2["boxes"] <= 64).all()
+        assert ((t2["boxes"][:, 2:] - t2["boxes"][:, :2]) > 0).all()
+        dropped += n < 4
+    assert dropped > 0  # the crop did remove boxes in some draws
+
+
+def test_generator_is_reproducible_and_leaves_global_rng_alone():
+    image, t = _rect_image()
+    state = torch.get_rng_state()
+    a = yolo_augment(image, t, out_size=64, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(torch.get_rng_state(), state)
+    b = yolo_augment(image, t, out_size=64, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"])
+    torch.manual_seed(9)
+    c = yolo_augment(image, t, out_size=64)
+    torch.manual_seed(9)
+    d = yolo_augment(image, t, out_size=64)
+    assert torch.equal(c[0], d[0]) and torch.equal(c[1]["boxes"], d[1]["boxes"])
+
+
+def test_float_canvas_and_empty_targets_are_accepted():
+    image = torch.full((3, 40, 50), 99.6)
+    out, t2 = yolo_augment(image, _target([], []), out_size=32,
+                           generator=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.uint8 and out.shape == (3, 32, 32)
+    assert t2["boxes"].shape == (0, 4) and t2["labels"].shape == (0,)
+
+
+def test_color_distort_steps():
+    image = torch.randint(40, 200, (3, 8, 9), dtype=torch.uint8)
+    assert torch.equal(color_distort(image, p=0.0), image)
+    torch.manual_seed(0)
+    out = color_distort(image, p=1.0, contrast=(1, 1), saturation=(1, 1), hue_delta=0.0)
+    shift = (out.int() - image.int()).unique()
+    assert len(shift) == 1 and -32 <= int(shift) <= 32  # brightness only: one constant shift
+    grey = torch.full((3, 5, 5), 120, dtype=torch.uint8)
+    torch.manual_seed(1)  # grey stays grey under contrast, saturation and hue
+    out = color_distort(grey, p=1.0, brightness_delta=0.0)
+    assert (out.int() - 120).abs().max() <= 1
+
+
+def test_min_iou_crop_respects_its_constraints():
+    boxes = torch.tensor([[10.0, 10, 50, 40], [60, 50, 90, 95]])
+    seen_none = seen_crop = False
+    for seed in range(60):
+        torch.manual_seed(seed)
+        p = sample_min_iou_crop(boxes, 100, 120)
+        if p is None:
+            seen_none = True
+            continue
+        seen_crop = True
+        top, left, h, w = p
+        assert 30 <= h <= 100 and 36 <= w <= 120 and 0.5 <= w / h <= 2
+        assert 0 <= top and top + h <= 100 and 0 <= left and left + w <= 120
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        assert ((left < cx) & (cx < left + w) & (top < cy) & (cy < top + h)).any()
+    assert seen_none and seen_crop and CROP_MIN_IOUS[-1] == 1.0
+
+
+def test_crop_target_keeps_boxes_by_centre():
+    t = _target([[10, 10, 30, 30], [0, 0, 8, 8], [20, 4, 40, 6.5]], [0, 1, 2],
+                weights=torch.tensor([0.5, 0.6, 0.7]))
+    t2 = crop_target(t, top=5, left=5, height=20, width=20)
+    assert torch.equal(t2["boxes"], torch.tensor([[5.0, 5, 20, 20]]))
+    assert t2["labels"].tolist() == [0] and t2["weights"].tolist() == [0.5]
+    assert set(per_box_keys(t2)) == {"labels", "difficult", "weights"}
+
+
+def test_mix_pair_canvas_pixels_weights_and_boxes():
+    a = torch.full((3, 4, 6), 100, dtype=torch.uint8)
+    b = torch.full((3, 5, 3), 200, dtype=torch.uint8)
+    ta = _target([[0, 0, 6, 4]], [1], weights=torch.tensor([1.0]))
+    tb = _target([[1, 1, 3, 5], [0, 0, 2, 2]], [2, 3])
+    tb["image_id"] = "other"
+    image, t = mix_pair(a, ta, b, tb, 0.25)
+    assert image.shape == (3, 5, 6) and image.dtype == torch.uint8
+    assert image[0, 0, 0] == 175  # 0.25·100 + 0.75·200
+    assert image[1, 0, 5] == 25  # image 1 alone
+    assert image[2, 4, 0] == 150  # image 2 alone
+    assert image[0, 4, 5] == 0  # neither: zero canvas
+    assert torch.equal(t["boxes"], torch.cat([ta["boxes"], tb["boxes"]]))
+    assert t["labels"].tolist() == [1, 2, 3] and t["weights"].tolist() == [0.25, 0.75, 0.75]
+    assert t["orig_size"] == (5, 6) and t["mixed_with"] == "other"
+    _, even = mix_pair(a, ta, b, tb, 0.5, weighted=False)
+    assert even["weights"].tolist() == [1.0, 1.0, 1.0]
