@@ -128,6 +128,29 @@ def report(
         rep.plot_waterfall(r, plot)
 
 
+@app.command()
+def evaluate(
+    data: str = typer.Option(..., help="voc | coco (the ground truth's layout)."),
+    root: Path = typer.Option(..., help="Dataset root (VOCdevkit's parent, or COCO root)."),
+    split: str = typer.Option(..., help="Split name, e.g. test (VOC 2007) or val2017."),
+    detections: Path = typer.Option(..., help="Folder of devkit comp4_det_<split>_<class>.txt "
+                                              "files, or a COCO results JSON."),
+    metric: Optional[str] = typer.Option(None, help="voc07 | voc10 | coco (default: voc07 "
+                                                    "for voc, coco for coco)."),
+    year: str = typer.Option("2007", help="VOC year of the split."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Score any detector's output with the VOC devkit or COCO metric."""
+    import json
+
+    from ablate.eval.evaluate_cmd import evaluate as run_eval
+    from ablate.eval.evaluate_cmd import format_table
+
+    result = run_eval(data, root, split, detections, metric=metric, year=year)
+    text = json.dumps(result, indent=2) if json_out else format_table(result)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
 @app.command("list")
 def list_(what: str = typer.Argument("all", help="studies | tricks | models | data | all")) -> None:
     """List studies, tricks, models and datasets."""

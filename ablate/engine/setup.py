@@ -14,6 +14,7 @@ from torch import nn
 import ablate.data  # noqa: F401  (registers datasets)
 import ablate.models  # noqa: F401  (registers models)
 import ablate.tasks  # noqa: F401  (registers tasks)
+from ablate.engine.bn import convert_bn_groups
 from ablate.engine.dist import DistInfo
 from ablate.engine.precision import Precision
 from ablate.errors import AblateError
@@ -53,10 +54,12 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     per_rank = tcfg.batch_size // dist.world_size
     data_cfg = _plain(cfg.data)
     source = DATASETS.get(data_cfg.pop("name"))
+    for t in tricks:
+        data_cfg.update(t.data_options())
     train_loader, eval_loader = source.build(
         **data_cfg, batch_size=per_rank, eval_batch_size=tcfg.get("eval_batch_size", per_rank),
         rank=dist.rank, world_size=dist.world_size, seed=cfg.seed, device=dist.device,
-        channels_last=tcfg.channels_last)
+        channels_last=tcfg.channels_last, epochs=tcfg.epochs)
     if len(train_loader) == 0:
         raise AblateError(f"no training batch: fewer images than train.batch_size="
                           f"{tcfg.batch_size}")
@@ -67,11 +70,16 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     model_cfg = _plain(cfg.model)
     name = model_cfg.pop("name")
     model_cfg.pop("task")
+    task_kwargs = model_cfg.pop("task_kwargs", None) or {}
     for t in tricks:
         model_cfg.update(t.model_kwargs())
     model = MODELS.build(name, **model_cfg)
     for t in tricks:
         model = t.edit_model(model, ctx)
+    bn_group = tcfg.get("bn_group_size")
+    for t in tricks:
+        bn_group = t.bn_group_size(bn_group, ctx)
+    model = convert_bn_groups(model, bn_group, per_rank, dist.world_size, dist.device)
     fmt = torch.channels_last if tcfg.channels_last else torch.contiguous_format
     model = model.to(dist.device, memory_format=fmt)
 
@@ -99,7 +107,8 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     task = TASKS.get(task_name)(model=train_model, num_classes=ctx.num_classes,
-                                target_fns=[t.targets for t in tricks if t.overrides("targets")])
+                                target_fns=[t.targets for t in tricks if t.overrides("targets")],
+                                **task_kwargs)
     for t in tricks:
         task = t.wrap_task(task)
     return Built(model=model, task=task, optimizer=optimizer, shape=shape, precision=precision,

@@ -115,9 +115,19 @@ class Trainer:
                                 f"{self.state.iteration}")
 
     def evaluate(self) -> dict[str, float]:
+        """Evaluate on the eval loader; a dict of loaders (e.g. one per input size, Det-T5)
+        gives ``metric@name`` for each and the first one's metrics unprefixed."""
         t0 = time.perf_counter()
-        metrics = self.b.task.evaluate(self.b.model, self.b.eval_loader,
-                                       self.b.precision.autocast)
+        loaders = self.b.eval_loader
+        if not isinstance(loaders, dict):
+            loaders = {"": loaders}
+        metrics: dict[str, float] = {}
+        for i, (name, loader) in enumerate(loaders.items()):
+            m = self.b.task.evaluate(self.b.model, loader, self.b.precision.autocast)
+            if i == 0:
+                metrics.update(m)
+            if name:
+                metrics.update({f"{k}@{name}": v for k, v in m.items()})
         self.eval_time += time.perf_counter() - t0
         return metrics
 

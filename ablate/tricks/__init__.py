@@ -9,10 +9,13 @@ from ablate.registry import TRICKS
 from ablate.tricks import (  # noqa: F401  (imports register the tricks)
     amp,
     cosine,
+    data_augmentation,
     label_smoothing,
     linear_scaling,
     mixup,
     no_bias_decay,
+    random_shapes,
+    sync_bn,
     warmup,
     zero_gamma,
 )
@@ -40,5 +43,11 @@ def build_tricks(cfg: Mapping[str, Mapping[str, Any]] | None, task: str) -> list
     """Instantiate the selected tricks (``cfg`` = the ``tricks`` node) in their fixed order."""
     cfg = dict(cfg or {})
     check_tricks(list(cfg), task)
-    tricks = [TRICKS.get(n)(**dict(opts or {})) for n, opts in cfg.items()]
+    tricks = []
+    for n, opts in cfg.items():
+        cls = TRICKS.get(n)
+        t = cls.__new__(cls)
+        t.task = task  # known before __init__ so that task-dependent defaults can be chosen
+        t.__init__(**dict(opts or {}))
+        tricks.append(t)
     return sorted(tricks, key=lambda t: t.order)

@@ -60,6 +60,7 @@ class Trick:
     """Base class: every extension point is the identity."""
 
     name: ClassVar[str]
+    task: str = "classification"  # set by build_tricks: one trick name can serve several tasks
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
     conflicts: ClassVar[tuple[str, ...]] = ()
     order: ClassVar[int] = 0
@@ -94,6 +95,13 @@ class Trick:
     def precision(self, name: str) -> str:
         return name
 
+    def bn_group_size(self, size: int | None, ctx: BuildContext) -> int | None:
+        return size
+
+    def data_options(self) -> dict[str, Any]:
+        """Options for the data pipeline (augmentation presets, dataset-level mixup, …)."""
+        return {}
+
     def wrap_task(self, task: Any) -> Any:
         return task
 
@@ -102,7 +110,7 @@ class Trick:
 
     def describe(self) -> dict[str, Any]:
         """Options as recorded in results (the effective variant of the trick)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "task"}
 
     @classmethod
     def overrides(cls, point: str) -> bool:

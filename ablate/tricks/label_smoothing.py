@@ -7,6 +7,10 @@ Two formulas, both selectable (``formula``):
 - ``paper`` (Bag of Tricks eq. 4): true class ``1 − ε``, every other class ``ε/(K − 1)``.
 
 Both are linear in the one-hot target, so the result mixes correctly with mixup in any order.
+
+Detection with sigmoid classifiers (YOLOv3; Bag of Freebies Sec. 3.3, eq. 3) smooths each
+per-class sigmoid target instead: ``code`` (GluonCV) uses sw = min(1/K, 1/40), positives 1 − sw,
+negatives sw (ε is not used); ``paper`` uses 1 − ε and ε/(K − 1).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ def smooth_one_hot(targets: torch.Tensor, epsilon: float, formula: str = "code")
 @TRICKS.register("label_smoothing")
 class LabelSmoothing(Trick):
     name = "label_smoothing"
+    tasks = ("classification", "yolo")
 
     def __init__(self, epsilon: float = 0.1, formula: str = "code") -> None:
         if not 0 <= epsilon < 1:
@@ -47,4 +52,8 @@ class LabelSmoothing(Trick):
         self.epsilon, self.formula = float(epsilon), formula
 
     def targets(self, targets: torch.Tensor) -> torch.Tensor:
+        if self.task == "yolo":
+            from ablate.tasks.yolo import sigmoid_smooth
+
+            return sigmoid_smooth(targets, self.formula, self.epsilon)
         return smooth_one_hot(targets, self.epsilon, self.formula)

@@ -36,7 +36,8 @@ def test_metrics_json_schema(tmp_path, fmnist_root):
     assert result["epochs"] == 3 and result["iterations"] == 12  # 256 / 64 × 3
     assert result["precision"] == "bf16" and result["world_size"] == 1
     assert set(result["metrics"]) == {"top1", "top5", "train_loss"}
-    assert result["tricks"]["mixup"] == {"alpha": 0.2, "off_last_epochs": 0}
+    assert result["tricks"]["mixup"] == {"alpha": 0.2, "beta": 0.2, "off_last_epochs": 0,
+                                         "mode": "beta"}
     assert result["tricks"]["label_smoothing"] == {"epsilon": 0.1, "formula": "code"}
     for key in ("wall_time_s", "images_per_s", "torch_version", "device", "seed", "git_commit"):
         assert key in result

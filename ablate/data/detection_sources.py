@@ -1,0 +1,199 @@
+"""Detection data sources for the YOLOv3 tables: Pascal VOC, COCO and FashionScenes.
+
+Each source is a ``DataSource(build, check, ("yolo",))`` (see ``SOURCES``; ``register`` adds them
+to a registry). ``build`` opens the datasets and hands them to ``build_detection_loaders`` with
+the trick options the engine merges in:
+
+* ``augment`` (bool, default False): the "data augmentation" freebie (``yolo_augment``) or a
+  plain resize;
+* ``mixup`` (dict or None): ``MixupDataset`` options (alpha, beta, mode, off_last_epochs);
+* ``random_shapes`` (dict or None): ``RandomShapes`` options (sizes, every). Without ``sizes``
+  the paper's {320, …, 608} is scaled by ``train_size / 416`` (``scaled_sizes``), so a 160 px
+  proxy trains on (128, 160, 192, 224);
+* ``epochs`` (int): total training epochs (mixup's off switch for the last epochs).
+
+Which boxes are kept, following GluonCV's ``train_yolo3.py`` (the paper's reference code):
+
+* VOC: difficult objects are kept for training as well (GluonCV's ``VOCDetection`` has no
+  switch to drop them; its label's 6th column only matters to ``VOC07MApMetric``) and for
+  evaluation, where the metric ignores them. ``keep_difficult: false`` drops them from training.
+* COCO: training drops crowd regions and images left without boxes
+  (``COCODetection(use_crowd=False)``, ``skip_empty=True``); evaluation keeps every image
+  (``skip_empty=False``) and keeps crowd regions flagged ``difficult``, i.e. ignored.
+* FashionScenes (VOC view): like VOC.
+
+``check`` only looks at the layout (no annotation parsing), except for FashionScenes, which it
+builds on first use (a few seconds for the default 2000 + 500 scenes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from torch.utils.data import Dataset, Subset
+
+from ablate.data import DataSource
+from ablate.data.coco import LAYOUT as COCO_LAYOUT
+from ablate.data.coco import COCODetection
+from ablate.data.detection_common import first_missing, missing_path_error
+from ablate.data.detection_loader import RandomShapes, build_detection_loaders, scaled_sizes
+from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
+from ablate.data.voc import DEFAULT_SETS, VOCDetection, read_image_set, resolve_devkit
+from ablate.errors import AblateError
+
+TASKS = ("yolo",)
+BASE_SIZE = 416  # the paper's input size; random shapes scale from it
+
+
+def _pairs(sets: Any) -> list[tuple[str, str]]:
+    """``[2007, "test"]`` or ``[[2007, "trainval"], …]`` → ``[("2007", "test"), …]``."""
+    sets = list(sets)
+    if len(sets) == 2 and not isinstance(sets[0], (list, tuple)):
+        sets = [sets]
+    out = []
+    for s in sets:
+        if not isinstance(s, (list, tuple)) or len(s) != 2:
+            raise AblateError(f"VOC sets are [year, split] pairs, got {s!r}")
+        out.append((str(s[0]), str(s[1])))
+    return out
+
+
+def _first(dataset: Dataset, n: int | None) -> Dataset:
+    """The first ``n`` images (smoke tests); ``None`` keeps all."""
+    if n is None or n >= len(dataset):
+        return dataset
+    if n < 1:
+        raise AblateError(f"train_subset/test_subset must be >= 1 or null, got {n}")
+    return Subset(dataset, range(int(n)))
+
+
+def _random_shapes(opts: Any, train_size: int, seed: int) -> RandomShapes | None:
+    if opts is None or opts is False:
+        return None
+    if isinstance(opts, RandomShapes):
+        return opts
+    opts = {} if opts is True else dict(opts)
+    if opts.get("sizes") is None:
+        opts["sizes"] = scaled_sizes(BASE_SIZE, train_size)
+    try:
+        return RandomShapes(**{"seed": seed, **opts})
+    except TypeError as e:  # a misspelt option
+        raise AblateError(f"random_shapes options {opts}: {e}") from None
+
+
+def _loaders(train: Dataset, test: Dataset, *, batch_size: int, eval_batch_size: int | None = None,
+             train_size: int = 416, eval_size: int = 416, num_workers: int = 0,
+             train_subset: int | None = None, test_subset: int | None = None,
+             augment: bool = False, mixup: Mapping[str, Any] | None = None,
+             random_shapes: Mapping[str, Any] | None = None, epochs: int | None = None,
+             rank: int = 0, world_size: int = 1, seed: int = 0, device: Any = "cpu",
+             channels_last: bool = False, **_: Any):
+    """Common tail of the three builds (unused config keys such as ``in_chans`` land in ``_``)."""
+    return build_detection_loaders(
+        _first(train, train_subset), _first(test, test_subset), batch_size=batch_size,
+        eval_batch_size=eval_batch_size, train_size=int(train_size), eval_size=int(eval_size),
+        augment=bool(augment), mixup=dict(mixup) if mixup not in (None, False) else None,
+        epochs=epochs, random_shapes=_random_shapes(random_shapes, int(train_size), seed),
+        rank=rank, world_size=world_size, seed=seed, num_workers=int(num_workers),
+        device=device, channels_last=channels_last)
+
+
+def _check_classes(dataset: Any, num_classes: int | None, what: str) -> None:
+    if num_classes is not None and len(dataset.class_names) != int(num_classes):
+        raise AblateError(f"{what} has {len(dataset.class_names)} classes but data.num_classes="
+                          f"{num_classes}")
+
+
+# --- Pascal VOC ------------------------------------------------------------------------------
+
+def build_voc_loaders(*, root: str, train_sets: Sequence = DEFAULT_SETS,
+                      test_set: Sequence = ("2007", "test"), keep_difficult: bool = True,
+                      num_classes: int | None = 20, **kw: Any):
+    """VOC loaders: ``train_sets`` (07+12 trainval) for training, ``test_set`` (07 test) for
+    evaluation, the latter always with its difficult objects (flagged, ignored by the metric)."""
+    train = VOCDetection(root, _pairs(train_sets), keep_difficult=keep_difficult)
+    test = VOCDetection(root, _pairs(test_set), keep_difficult=True)
+    _check_classes(train, num_classes, f"VOC in {root}")
+    return _loaders(train, test, **kw)
+
+
+def check_voc(*, root: str, train_sets: Sequence = DEFAULT_SETS,
+              test_set: Sequence = ("2007", "test"), **_: Any) -> None:
+    """Fail early when the devkit, a year's folders or an image-set file is missing."""
+    devkit = resolve_devkit(root)
+    for year, split in _pairs(train_sets) + _pairs(test_set):
+        read_image_set(devkit, year, split)
+
+
+# --- COCO ------------------------------------------------------------------------------------
+
+def build_coco_loaders(*, root: str, train_set: str = "train2017", test_set: str = "val2017",
+                       num_classes: int | None = 80, **kw: Any):
+    """COCO loaders (GluonCV's choices: no crowd and no empty images for training; every
+    image for evaluation, crowd regions kept as ignored ``difficult`` boxes)."""
+    train = COCODetection(root, train_set, remove_crowd=True, skip_empty=True)
+    test = COCODetection(root, test_set, remove_crowd=False, skip_empty=False)
+    _check_classes(train, num_classes, f"COCO {train_set} in {root}")
+    return _loaders(train, test, **kw)
+
+
+def check_coco(*, root: str, train_set: str = "train2017", test_set: str = "val2017",
+               **_: Any) -> None:
+    """Fail early when an annotation file or image folder is missing (without reading the
+    json: train2017's is ~450 MB)."""
+    base = Path(root)
+    paths = [base]
+    for split in (train_set, test_set):
+        paths += [base / "annotations" / f"instances_{split}.json", base / split]
+    missing = first_missing(paths)
+    if missing is not None:
+        raise missing_path_error(missing, "COCO", COCO_LAYOUT)
+
+
+# --- FashionScenes ---------------------------------------------------------------------------
+
+def _scenes_root(cache_dir: str | None, num_train: int, num_test: int, scene_seed: int,
+                 min_size: int, max_size: int, fmnist_root: str | None) -> Path:
+    return fashion_scenes_root(cache_dir, num_train=int(num_train), num_test=int(num_test),
+                               seed=int(scene_seed), min_size=int(min_size),
+                               max_size=int(max_size), fmnist_root=fmnist_root)
+
+
+def build_fashion_scenes_loaders(*, cache_dir: str | None = None, num_train: int = 2000,
+                                 num_test: int = 500, scene_seed: int = 0, min_size: int = 96,
+                                 max_size: int = 192, fmnist_root: str | None = None,
+                                 train_set: str = "train", test_set: str = "test",
+                                 **kw: Any):
+    """FashionScenes loaders (built under ``cache_dir`` on first use; VOC view, difficult
+    objects kept and flagged). ``scene_seed`` fixes the scenes, independent of the run seed."""
+    kw.pop("num_classes", None)
+    root = _scenes_root(cache_dir, num_train, num_test, scene_seed, min_size, max_size,
+                        fmnist_root)
+    train = fashion_scenes_dataset(root, train_set, "voc")
+    test = fashion_scenes_dataset(root, test_set, "voc")
+    return _loaders(train, test, **kw)
+
+
+def check_fashion_scenes(*, cache_dir: str | None = None, num_train: int = 2000,
+                         num_test: int = 500, scene_seed: int = 0, min_size: int = 96,
+                         max_size: int = 192, fmnist_root: str | None = None,
+                         train_set: str = "train", test_set: str = "test", **_: Any) -> None:
+    """Build the scenes now if needed (seconds): a missing Fashion-MNIST fails before training."""
+    for split in (train_set, test_set):
+        if split not in ("train", "test"):
+            raise AblateError(f"FashionScenes has no split '{split}' (use 'train' or 'test')")
+    _scenes_root(cache_dir, num_train, num_test, scene_seed, min_size, max_size, fmnist_root)
+
+
+SOURCES = {
+    "voc": DataSource(build_voc_loaders, check_voc, TASKS),
+    "coco": DataSource(build_coco_loaders, check_coco, TASKS),
+    "fashion_scenes": DataSource(build_fashion_scenes_loaders, check_fashion_scenes, TASKS),
+}
+
+
+def register(registry: Any) -> None:
+    """Register the three sources (``registry.register(name)(source)``)."""
+    for name, source in SOURCES.items():
+        registry.register(name)(source)

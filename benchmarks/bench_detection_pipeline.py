@@ -1,0 +1,89 @@
+"""Benchmark the YOLOv3 training input pipeline (Bag of Freebies, Table 3) on FashionScenes.
+
+Builds (once) the default FashionScenes (2,000 train scenes, 96–192 px) under ``--cache-dir``
+and times ``build_detection_loaders``' training loader, images/s after the first batch (which
+includes worker start-up, reported separately), for three pipelines:
+
+* ``resize``: the "- data augmentation" row (decode → resize → collate → normalise);
+* ``augment``: ``yolo_augment`` (colour, expand, min-IoU crop, random interpolation, flip);
+* ``augment+mixup+shapes``: mixup (Beta(1.5, 1.5)) before the augmentation and random shapes
+  (320–608, every 10 iterations) on the batch;
+
+each with 0, 1 and 2 DataLoader workers. Prints a Markdown table.
+Usage: ``python benchmarks/bench_detection_pipeline.py [--size 416] [--batch-size 16]
+[--batches 30] [--workers 0 1 2] [--cache-dir data_cache]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from ablate.data.detection_loader import RandomShapes, build_detection_loaders  # noqa: E402
+from ablate.data.fashion_scenes import (fashion_scenes_dataset,  # noqa: E402
+                                        fashion_scenes_root)
+
+PIPELINES = {
+    "resize": dict(augment=False),
+    "augment": dict(augment=True),
+    "augment+mixup+shapes": dict(augment=True, mixup={"off_last_epochs": 0}, epochs=1,
+                                 random_shapes=RandomShapes(every=10)),
+}
+
+
+def time_loader(dataset, pipeline: dict, workers: int, args) -> tuple[float, float]:
+    """Return (first batch seconds, images/s over the following ``args.batches`` batches)."""
+    train, _ = build_detection_loaders(dataset, None, batch_size=args.batch_size,
+                                       train_size=args.size, num_workers=workers, seed=0,
+                                       **pipeline)
+    train.set_epoch(0)
+    it = iter(train)
+    t0 = time.perf_counter()
+    next(it)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(args.batches):
+        batch = next(it)
+        n += len(batch["image"])
+    return first, n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=416)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--cache-dir", default="data_cache")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    root = fashion_scenes_root(args.cache_dir)
+    dataset = fashion_scenes_dataset(root, "train")
+    print(f"FashionScenes train: {len(dataset)} images at {root} "
+          f"(ready in {time.perf_counter() - t0:.1f} s)")
+    if (args.batches + 1) * args.batch_size > len(dataset):
+        sys.exit("--batches x --batch-size exceeds one epoch")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}; batch {args.batch_size}, "
+          f"size {args.size}, {args.batches} timed batches\n")
+    rows = []
+    for name, pipeline in PIPELINES.items():
+        for workers in args.workers:
+            first, rate = time_loader(dataset, pipeline, workers, args)
+            rows.append((name, workers, first, rate))
+    print("| pipeline | workers | first batch (s) | images/s |")
+    print("|---|---:|---:|---:|")
+    for name, workers, first, rate in rows:
+        print(f"| {name} | {workers} | {first:.2f} | {rate:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
