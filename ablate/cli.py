@@ -185,15 +185,28 @@ def list_(what: str = typer.Argument("all", help="studies | tricks | models | da
 
 
 @data_app.command("prepare")
-def data_prepare(name: str = typer.Argument(..., help="fashion_mnist")) -> None:
-    """Check or build a dataset."""
-    from ablate.data.fashion_mnist import DEFAULT_ROOT, check_fashion_mnist
+def data_prepare(
+    name: str = typer.Argument(..., help="fashion_mnist | fashion_scenes | voc | coco"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="data.* overrides, e.g. "
+                                                              "data.num_train=500"),
+) -> None:
+    """Build a generated dataset (FashionScenes) or check that a real one is in place."""
+    from omegaconf import OmegaConf
 
-    if name == "fashion_mnist":
-        check_fashion_mnist()
-        console.print(f"Fashion-MNIST is ready in {DEFAULT_ROOT}")
-        return
-    raise AblateError(f"unknown dataset '{name}' (known: fashion_mnist)")
+    from ablate.config import CONF_DIR, compose
+    from ablate.data import DataSource  # noqa: F401  (registers datasets)
+    from ablate.errors import did_you_mean
+    from ablate.registry import DATASETS
+
+    known = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+    if name not in known:
+        raise AblateError(f"unknown dataset '{name}'{did_you_mean(name, known)}; "
+                          f"known: {', '.join(known)}")
+    cfg = OmegaConf.to_container(compose([f"data={name}", *(overrides or [])]).data,
+                                 resolve=True)
+    DATASETS.get(cfg.pop("name")).check(**cfg)
+    where = cfg.get("root") or cfg.get("cache_dir") or "its default folder"
+    console.print(f"{name} is ready ({where})", markup=False)
 
 
 def main() -> None:

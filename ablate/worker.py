@@ -96,6 +96,10 @@ def run(config_path: str | Path) -> dict[str, Any]:
 def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
     started = time.time()
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    if dist.device.type == "cpu":
+        # fp32 training drifts into denormal numbers, which x86 CPUs process ~2-10× slower
+        # (measured: 627 → 1469 img/s for the tiny ResNet after 40 steps); flush them to zero.
+        torch.set_flush_denormal(True)
     if cfg.train.get("threads"):
         torch.set_num_threads(int(cfg.train.threads))
     built = build(cfg, dist)

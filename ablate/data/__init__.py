@@ -17,10 +17,12 @@ class DataSource:
 
 
 def _register() -> None:
+    from ablate.data import detection_sources
     from ablate.data import fashion_mnist as fm
 
     DATASETS.register("fashion_mnist")(
         DataSource(fm.build_fashion_mnist, fm.check_fashion_mnist, ("classification",)))
+    detection_sources.register(DATASETS)
 
 
 _register()

@@ -68,12 +68,19 @@ def _first(dataset: Dataset, n: int | None) -> Dataset:
     return Subset(dataset, range(int(n)))
 
 
-def _random_shapes(opts: Any, train_size: int, seed: int) -> RandomShapes | None:
+def _options(opts: Any) -> dict[str, Any] | None:
+    """A trick's options: None/False = off, True = defaults, else a dict."""
     if opts is None or opts is False:
         return None
+    return {} if opts is True else dict(opts)
+
+
+def _random_shapes(opts: Any, train_size: int, seed: int) -> RandomShapes | None:
     if isinstance(opts, RandomShapes):
         return opts
-    opts = {} if opts is True else dict(opts)
+    opts = _options(opts)
+    if opts is None:
+        return None
     if opts.get("sizes") is None:
         opts["sizes"] = scaled_sizes(BASE_SIZE, train_size)
     try:
@@ -93,7 +100,7 @@ def _loaders(train: Dataset, test: Dataset, *, batch_size: int, eval_batch_size:
     return build_detection_loaders(
         _first(train, train_subset), _first(test, test_subset), batch_size=batch_size,
         eval_batch_size=eval_batch_size, train_size=int(train_size), eval_size=int(eval_size),
-        augment=bool(augment), mixup=dict(mixup) if mixup not in (None, False) else None,
+        augment=bool(augment), mixup=_options(mixup),
         epochs=epochs, random_shapes=_random_shapes(random_shapes, int(train_size), seed),
         rank=rank, world_size=world_size, seed=seed, num_workers=int(num_workers),
         device=device, channels_last=channels_last)
