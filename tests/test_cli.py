@@ -176,3 +176,26 @@ def test_list(cli):
     r = cli("list", "tricks")
     assert r.code == 0 and "label_smoothing" in r.out and "zero_gamma" in r.out
     assert "fmnist_refinements" in cli("list", "studies").out
+
+
+def test_evaluate_and_data_prepare(cli, tmp_path, fmnist_root):
+    import numpy as np
+
+    from ablate.data.fashion_scenes import CLASSES, build_fashion_scenes
+    from ablate.data.voc import voc_ground_truth
+    from ablate.eval.detections_io import write_voc_results
+
+    root = build_fashion_scenes(tmp_path / "fs", num_train=4, num_test=12, fmnist_root=fmnist_root)
+    ids, gts = voc_ground_truth(root, "2007", "test", CLASSES)
+    dets = [dict(boxes=g["boxes"] - np.array([1, 1, 0, 0]), scores=np.ones(len(g["labels"])),
+                 labels=g["labels"]) for g in gts]
+    write_voc_results(tmp_path / "res", "test", CLASSES, ids, dets)
+    r = cli("evaluate", "--data", "voc", "--root", root, "--split", "test", "--detections",
+            tmp_path / "res", "--json")
+    assert r.code == 0 and json.loads(r.out)["map"] == pytest.approx(100.0, abs=1e-9)
+    r = cli("evaluate", "--data", "voc", "--root", root, "--split", "tset", "--detections",
+            tmp_path / "res")
+    assert r.code == 2 and "tset.txt" in r.err
+    assert cli("data", "prepare", "fashion_mnist", f"data.root={fmnist_root}").code == 0
+    r = cli("data", "prepare", "fashion_scene")
+    assert r.code == 2 and "did you mean 'fashion_scenes'" in r.err

@@ -141,3 +141,31 @@ def test_every_registered_trick_builds_with_its_config_defaults():
         assert list(cfg) == [f.stem]
         cls = TRICKS.get(f.stem)
         build_tricks(cfg, cls.tasks[0])
+
+
+def test_sync_bn_sets_group_to_global_batch():
+    (t,) = build_tricks({"sync_bn": {"group_size": None}}, "yolo")
+    assert t.bn_group_size(8, CTX) == 1024
+    (t,) = build_tricks({"sync_bn": {"group_size": 16}}, "yolo")
+    assert t.bn_group_size(8, CTX) == 16
+
+
+def test_detection_tricks_give_data_options_and_task_defaults():
+    tricks = {t.name: t for t in build_tricks(
+        {"data_augmentation": {}, "random_shapes": {"sizes": None, "every": 10},
+         "mixup": {"alpha": None, "beta": None, "off_last_epochs": None, "mode": "beta"}},
+        "yolo")}
+    assert tricks["data_augmentation"].data_options() == {"augment": True}
+    assert tricks["random_shapes"].data_options() == {"random_shapes": {"every": 10}}
+    assert tricks["mixup"].data_options() == {"mixup": {
+        "alpha": 1.5, "beta": 1.5, "mode": "beta", "off_last_epochs": 20}}
+    batch = {"image": torch.ones(2, 3, 4, 4)}
+    assert tricks["mixup"].batch_transform(batch, TrainState(epochs=10)) is batch
+    (cls_mixup,) = build_tricks({"mixup": {}}, "classification")
+    assert (cls_mixup.alpha, cls_mixup.off_last_epochs, cls_mixup.data_options()) == (0.2, 0, {})
+
+
+def test_label_smoothing_picks_the_sigmoid_form_for_yolo():
+    (t,) = build_tricks({"label_smoothing": {"epsilon": 0.1, "formula": "code"}}, "yolo")
+    out = t.targets(F.one_hot(torch.tensor([3]), 20).float())
+    assert out[0, 3].item() == pytest.approx(0.975) and out[0, 0].item() == pytest.approx(0.025)
