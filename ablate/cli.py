@@ -51,6 +51,10 @@ def run(
     from ablate.study.spec import find_study, load_study
 
     spec = load_study(find_study(study, STUDIES_DIR))
+    if not dry_run:
+        from ablate.launch import prestart
+
+        prestart()
     scale = scale or spec.default_scale
     root = _results_root(results)
     extra = list(set_ or [])

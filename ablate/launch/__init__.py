@@ -111,6 +111,15 @@ def _forkserver():
     return _FORKSERVER
 
 
+def prestart() -> None:
+    """Start the forkserver now (its imports take seconds), so that it warms up on another core
+    while the driver composes and checks the study."""
+    from multiprocessing import forkserver
+
+    _forkserver()
+    forkserver.ensure_running()
+
+
 def run_forked(config: Path, on_line: OnLine | None = None) -> int:
     """Run one worker process forked from a preloaded server; follow its stdout.log."""
     import time

@@ -16,9 +16,13 @@ STUDIES = sorted(STUDIES_DIR.glob("*.yaml"))
 @pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
 def test_every_study_validates_and_composes(path, fmnist_root, tmp_path):
     study = load_study(path)
+    data = study.base.get("data", "fashion_mnist")
+    extra = {"fashion_mnist": [f"data.root={fmnist_root}"],
+             "fashion_scenes": [f"data.fmnist_root={fmnist_root}", f"paths.data={tmp_path}",
+                                "data.num_train=8", "data.num_test=4"]}[data]
     for scale in ["full", *study.scales]:
         plans = plan_study(study, scale=scale, seeds=[0], only=None, results_root=tmp_path,
-                           extra=[f"data.root={fmnist_root}"])
+                           extra=extra)
         assert [p.step.id for p in plans] == [s.id for s in study.steps]
         assert len({p.hash for p in plans}) == len(plans)  # every row is a different run
 
