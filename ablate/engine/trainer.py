@@ -96,11 +96,9 @@ class Trainer:
             st.iteration += 1
             if steps % self.log_every == 0:
                 self._check_finite(loss_sum)
-                if self.dist.is_main:
-                    run_io.emit("step", epoch=st.epoch + 1, epochs=st.epochs, step=steps,
-                                steps=len(b.train_loader), loss=float(loss_sum) / steps, lr=lr,
-                                ips=steps * self.b.ctx.total_batch / (time.perf_counter() - t0))
+                self._progress(steps, loss_sum, lr, t0)
         self._check_finite(loss_sum)
+        self._progress(steps, loss_sum, lr, t0)
         dt = time.perf_counter() - t0
         mean_loss = float(all_reduce_sum(loss_sum.clone())) / max(steps * self.dist.world_size, 1)
         n_img = steps * self.b.ctx.total_batch
@@ -108,6 +106,12 @@ class Trainer:
         self.images += n_img
         return {"train_loss": mean_loss, "lr": lr, "epoch_time_s": dt,
                 "images_per_s": n_img / dt if dt > 0 else 0.0}
+
+    def _progress(self, steps: int, loss_sum: torch.Tensor, lr: float, t0: float) -> None:
+        if self.dist.is_main and steps:
+            run_io.emit("step", epoch=self.state.epoch + 1, epochs=self.state.epochs, step=steps,
+                        steps=len(self.b.train_loader), loss=float(loss_sum) / steps, lr=lr,
+                        ips=steps * self.b.ctx.total_batch / (time.perf_counter() - t0))
 
     def _check_finite(self, loss_sum: torch.Tensor) -> None:
         if not math.isfinite(float(loss_sum)):
