@@ -88,8 +88,8 @@ def run(
                 if p.action == "skip":
                     console.print(f"skip {p.step.id} seed {p.seed} (completed)")
             try:
-                driver.execute(spec, plans, out_dir=out_dir, force=force,
-                               keep_going=keep_going, nproc=nproc, progress=progress)
+                driver.execute(spec, plans, out_dir=out_dir, keep_going=keep_going, nproc=nproc,
+                               progress=progress)
             except driver.StepFailed as e:
                 print(f"error: {e}", file=sys.stderr, flush=True)
                 sys.stdout.write(report.to_markdown(report.build_report(spec, out_dir, scale)))

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ablate.engine.run_io import PROGRESS_PREFIX
 from ablate.errors import AblateError
 
 OnLine = Callable[[str], None]
@@ -184,7 +183,3 @@ def launch(config: Path, launcher: str, nproc: int, on_line: OnLine | None = Non
             raise AblateError("the inprocess launcher runs one process; use launcher=local")
         return run_inprocess(config, on_line)
     raise AblateError(f"unknown launcher '{launcher}' (known: local, inprocess)")
-
-
-def is_progress(line: str) -> bool:
-    return line.startswith(PROGRESS_PREFIX)

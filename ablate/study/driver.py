@@ -194,8 +194,7 @@ def write_run_files(plan: RunPlan) -> Path:
     return config
 
 
-def execute(study: Study, plans: list[RunPlan], *, out_dir: Path, force: bool,
-            keep_going: bool, nproc: int | str | None, progress: Any) -> list[RunPlan]:
+def execute(study: Study, plans: list[RunPlan], *, out_dir: Path, keep_going: bool, nproc: int | str | None, progress: Any) -> list[RunPlan]:
     """Run every plan in order (after ``decide``); stop at the first failure unless
     ``keep_going``. Returns the plans with their results."""
     snapshot = out_dir / "study.yaml"
