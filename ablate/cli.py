@@ -33,7 +33,7 @@ def run(
     study: str = typer.Argument(..., help="Study file (studies/X.yaml) or its name."),
     scale: Optional[str] = typer.Option(None, help="full | proxy | smoke (default: the study's)."),
     seeds: Optional[int] = typer.Option(None, help="Seeds per step (default: the study's)."),
-    only: Optional[List[str]] = typer.Option(None, help="Run only these step ids (repeatable)."),
+    only: Optional[List[str]] = typer.Option(None, help="Run only these step ids (repeatable, or comma-separated)."),
     nproc: Optional[str] = typer.Option(None, help="Processes per run: N or auto (GPUs, else 1)."),
     results: Optional[Path] = typer.Option(None, help="Results root [default: ./results]."),
     force: bool = typer.Option(False, help="Re-run steps whose config changed or completed "
@@ -58,7 +58,8 @@ def run(
     scale = scale or spec.default_scale
     root = _results_root(results)
     extra = list(set_ or [])
-    plans = driver.plan_study(spec, scale=scale, seeds=driver.seeds_for(spec, seeds), only=only,
+    plans = driver.plan_study(spec, scale=scale, seeds=driver.seeds_for(spec, seeds),
+                              only=[x for o in only or [] for x in o.split(",") if x] or None,
                               results_root=root, extra=extra)
     out_dir = driver.study_results_dir(spec, root, scale)
     if nproc is not None:

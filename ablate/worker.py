@@ -27,7 +27,7 @@ from ablate.engine.setup import build
 from ablate.engine.trainer import NonFiniteLoss, Trainer
 from ablate.errors import AblateError
 
-PRIMARY = {"classification": "top1"}
+PRIMARY = {"classification": "top1", "yolo": "map"}  # metrics.json primary_metric
 
 
 def _git_commit() -> str | None:
@@ -121,6 +121,8 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
         metrics = trainer.fit()
     except NonFiniteLoss as e:
         status, reason = "failed", str(e)
+    finally:
+        close_loaders(built.train_loader, built.eval_loader)
     last = trainer.history[-1] if trainer.history else {}
     result = {
         "schema_version": run_io.SCHEMA_VERSION,
@@ -152,6 +154,17 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
         run_io.emit("done", status=status, reason=reason, metrics=result["metrics"])
     barrier()
     return result
+
+
+def close_loaders(*loaders: Any) -> None:
+    """Shut down DataLoader workers (a dict holds one loader per eval size)."""
+    import gc
+
+    for loader in loaders:
+        for one in (loader.values() if isinstance(loader, dict) else [loader]):
+            if hasattr(one, "close"):
+                one.close()
+    gc.collect()  # their queues' finalizers unregister the semaphores
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -258,6 +258,14 @@ class DetectionLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def close(self) -> None:
+        """Stop persistent workers now and release their queues (the forked run process
+        leaves with ``os._exit``, which skips the finalizers that would do it)."""
+        it = getattr(self.loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self.loader._iterator = None
+
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                for k, v in batch.items()}
@@ -340,7 +348,8 @@ class RandomShapes:
 
 def build_detection_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = None, *,
                             batch_size: int, eval_batch_size: int | None = None,
-                            train_size: int = 416, eval_size: int = 416, augment: bool = True,
+                            train_size: int = 416, eval_size: int | Sequence[int] = 416,
+                            augment: bool = True,
                             mixup: Mapping[str, Any] | None = None, epochs: int | None = None,
                             random_shapes: RandomShapes | None = None, rank: int = 0,
                             world_size: int = 1, seed: int = 0, num_workers: int = 0,
@@ -348,13 +357,16 @@ def build_detection_loaders(train_dataset: Dataset, eval_dataset: Dataset | None
                             mean: Sequence[float] = IMAGENET_MEAN,
                             std: Sequence[float] = IMAGENET_STD,
                             persistent_workers: bool | None = None
-                            ) -> tuple[DetectionLoader, DetectionLoader | None]:
+                            ) -> tuple[DetectionLoader, Any]:
     """Train and eval loaders for YOLOv3-style detection.
 
     Args:
         train_dataset, eval_dataset: detection datasets (eval may be None).
         batch_size, eval_batch_size: per-rank batch sizes (eval defaults to batch_size).
-        train_size, eval_size: square input sides (training before ``random_shapes``).
+        train_size, eval_size: square input sides (training before ``random_shapes``). A list
+            of eval sizes (Det-T5: ``[416, 320, 608]``) evaluates the same weights at each: the
+            eval loader is then a dict ``{"416": …, "320": …}`` (metrics ``map@416``, …; the
+            first size's metrics are also reported unprefixed).
         augment: ``yolo_augment`` (expand fill = ``mean`` × 255) else ``plain_resize``.
         mixup: ``MixupDataset`` keyword arguments (``alpha``, ``beta``, ``mode``,
             ``off_last_epochs``); ``epochs`` is taken from the argument below unless given.
@@ -363,7 +375,7 @@ def build_detection_loaders(train_dataset: Dataset, eval_dataset: Dataset | None
         rank, world_size, seed, num_workers, device, channels_last, mean, std,
         persistent_workers: see ``DetectionLoader``.
     Returns:
-        ``(train_loader, eval_loader or None)``.
+        ``(train_loader, eval_loader, a dict of them, or None)``.
     """
     if mixup is not None:
         mixup = {"epochs": epochs, **mixup}
@@ -380,9 +392,24 @@ def build_detection_loaders(train_dataset: Dataset, eval_dataset: Dataset | None
     if len(train) == 0:
         raise AblateError(f"batch_size {batch_size} exceeds the {len(train.sampler)} training "
                           f"images of rank {rank}: no full batch per epoch")
-    evaluation = None
-    if eval_dataset is not None:
-        evaluation = DetectionLoader(
-            DetectionTrainDataset(eval_dataset, eval_resize, eval_size, seed=seed),
-            eval_batch_size or batch_size, train=False, **common)
-    return train, evaluation
+    if eval_dataset is None:
+        return train, None
+    sizes = eval_sizes(eval_size)
+    evaluation = {str(s): DetectionLoader(DetectionTrainDataset(eval_dataset, eval_resize, s,
+                                                                seed=seed),
+                                          eval_batch_size or batch_size, train=False, **common)
+                  for s in sizes}
+    return train, evaluation if len(sizes) > 1 else evaluation[str(sizes[0])]
+
+
+def eval_sizes(eval_size: int | Sequence[int]) -> list[int]:
+    """``416`` → ``[416]``; ``[416, 320, 608]`` stays (order kept: the first is the main one)."""
+    sizes = [eval_size] if isinstance(eval_size, (int, float, str)) else list(eval_size)
+    try:
+        out = [int(s) for s in sizes]
+    except (TypeError, ValueError):
+        out = []
+    if not out or any(s < 32 or s % 32 for s in out) or len(set(out)) != len(out):
+        raise AblateError(f"eval_size must be a multiple of 32 or a list of distinct ones, "
+                          f"got {eval_size!r}")
+    return out

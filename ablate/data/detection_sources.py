@@ -37,7 +37,8 @@ from ablate.data import DataSource
 from ablate.data.coco import LAYOUT as COCO_LAYOUT
 from ablate.data.coco import COCODetection
 from ablate.data.detection_common import first_missing, missing_path_error
-from ablate.data.detection_loader import RandomShapes, build_detection_loaders, scaled_sizes
+from ablate.data.detection_loader import (RandomShapes, build_detection_loaders, eval_sizes,
+                                          scaled_sizes)
 from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
 from ablate.data.voc import DEFAULT_SETS, VOCDetection, read_image_set, resolve_devkit
 from ablate.errors import AblateError
@@ -90,7 +91,7 @@ def _random_shapes(opts: Any, train_size: int, seed: int) -> RandomShapes | None
 
 
 def _loaders(train: Dataset, test: Dataset, *, batch_size: int, eval_batch_size: int | None = None,
-             train_size: int = 416, eval_size: int = 416, num_workers: int = 0,
+             train_size: int = 416, eval_size: Any = 416, num_workers: int = 0,
              train_subset: int | None = None, test_subset: int | None = None,
              augment: bool = False, mixup: Mapping[str, Any] | None = None,
              random_shapes: Mapping[str, Any] | None = None, epochs: int | None = None,
@@ -99,11 +100,20 @@ def _loaders(train: Dataset, test: Dataset, *, batch_size: int, eval_batch_size:
     """Common tail of the three builds (unused config keys such as ``in_chans`` land in ``_``)."""
     return build_detection_loaders(
         _first(train, train_subset), _first(test, test_subset), batch_size=batch_size,
-        eval_batch_size=eval_batch_size, train_size=int(train_size), eval_size=int(eval_size),
+        eval_batch_size=eval_batch_size, train_size=int(train_size), eval_size=eval_size,
         augment=bool(augment), mixup=_options(mixup),
         epochs=epochs, random_shapes=_random_shapes(random_shapes, int(train_size), seed),
         rank=rank, world_size=world_size, seed=seed, num_workers=int(num_workers),
         device=device, channels_last=channels_last)
+
+
+def _check_eval(eval_size: Any, metric: str) -> None:
+    """Eval sizes and the metric name, checked before any training."""
+    from ablate.tasks.yolo import voc_metric_name
+
+    eval_sizes(eval_size)
+    if metric != "coco":
+        voc_metric_name(metric)
 
 
 def _check_classes(dataset: Any, num_classes: int | None, what: str) -> None:
@@ -126,8 +136,10 @@ def build_voc_loaders(*, root: str, train_sets: Sequence = DEFAULT_SETS,
 
 
 def check_voc(*, root: str, train_sets: Sequence = DEFAULT_SETS,
-              test_set: Sequence = ("2007", "test"), **_: Any) -> None:
+              test_set: Sequence = ("2007", "test"), eval_size: Any = 416, metric: str = "voc07",
+              **_: Any) -> None:
     """Fail early when the devkit, a year's folders or an image-set file is missing."""
+    _check_eval(eval_size, metric)
     devkit = resolve_devkit(root)
     for year, split in _pairs(train_sets) + _pairs(test_set):
         read_image_set(devkit, year, split)
@@ -146,9 +158,11 @@ def build_coco_loaders(*, root: str, train_set: str = "train2017", test_set: str
 
 
 def check_coco(*, root: str, train_set: str = "train2017", test_set: str = "val2017",
-               **_: Any) -> None:
+               eval_size: Any = 416, metric: str = "coco",
+              **_: Any) -> None:
     """Fail early when an annotation file or image folder is missing (without reading the
     json: train2017's is ~450 MB)."""
+    _check_eval(eval_size, metric)
     base = Path(root)
     paths = [base]
     for split in (train_set, test_set):
@@ -185,8 +199,10 @@ def build_fashion_scenes_loaders(*, cache_dir: str | None = None, num_train: int
 def check_fashion_scenes(*, cache_dir: str | None = None, num_train: int = 2000,
                          num_test: int = 500, scene_seed: int = 0, min_size: int = 96,
                          max_size: int = 192, fmnist_root: str | None = None,
-                         train_set: str = "train", test_set: str = "test", **_: Any) -> None:
+                         train_set: str = "train", test_set: str = "test", eval_size: Any = 160,
+                         metric: str = "voc07", **_: Any) -> None:
     """Build the scenes now if needed (seconds): a missing Fashion-MNIST fails before training."""
+    _check_eval(eval_size, metric)
     for split in (train_set, test_set):
         if split not in ("train", "test"):
             raise AblateError(f"FashionScenes has no split '{split}' (use 'train' or 'test')")

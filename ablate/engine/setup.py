@@ -54,6 +54,7 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     per_rank = tcfg.batch_size // dist.world_size
     data_cfg = _plain(cfg.data)
     source = DATASETS.get(data_cfg.pop("name"))
+    data_metric = data_cfg.pop("metric", None)  # the dataset's metric (e.g. voc07, coco)
     for t in tricks:
         data_cfg.update(t.data_options())
     train_loader, eval_loader = source.build(
@@ -71,6 +72,8 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     name = model_cfg.pop("name")
     model_cfg.pop("task")
     task_kwargs = model_cfg.pop("task_kwargs", None) or {}
+    if data_metric is not None:
+        task_kwargs = {"metric": data_metric, **task_kwargs}
     for t in tricks:
         model_cfg.update(t.model_kwargs())
     model = MODELS.build(name, **model_cfg)

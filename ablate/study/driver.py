@@ -104,6 +104,7 @@ def plan_study(study: Study, *, scale: str, seeds: list[int], only: list[str] | 
             try:
                 cfg = compose(overrides)
                 check_tricks(list(cfg.get("tricks") or {}), cfg.model.task)
+                check_weight_files(cfg)
                 data = OmegaConf.to_container(cfg.data, resolve=True)
                 key = json.dumps(data, sort_keys=True)
                 if key not in checked_data:
@@ -118,6 +119,22 @@ def plan_study(study: Study, *, scale: str, seeds: list[int], only: list[str] | 
             run_dir = _inside(results_root, out_dir / step.id / f"seed{seed}")
             plans.append(RunPlan(step, seed, overrides, cfg, config_hash(cfg), run_dir))
     return plans
+
+
+def check_weight_files(cfg: Any) -> None:
+    """Every configured weights file (``model.weights``, ``model.backbone_weights``, a trick's
+    ``weights`` such as a distillation teacher's) must exist: nothing is downloaded."""
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{where}.{k}")
+        elif where.endswith("weights") and isinstance(node, str) and not Path(node).is_file():
+            raise AblateError(f"{where[1:]}: no file at '{node}' (weights are local files: "
+                              "point the key to a checkpoint, or set it to null)")
+
+    tricks = cfg.get("tricks") or {}
+    walk({"model": OmegaConf.to_container(cfg.model, resolve=True),
+          "tricks": OmegaConf.to_container(tricks, resolve=True) if tricks else {}}, "")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from ablate.errors import AblateError, did_you_mean
+from ablate.eval.voc_map import METRICS as VOC_METRICS
 from ablate.eval.voc_map import VOCEvaluator
 from ablate.models.yolov3 import ANCHORS, STRIDES
 from ablate.registry import TASKS
@@ -231,7 +232,8 @@ class YoloTask:
         target_fns: the tricks' ``targets`` transforms of the per-box class targets [B, M, K].
         ignore_iou: objectness ignore threshold (0.7 GluonCV; Darknet 0.5).
         conf_thresh, nms_thresh, max_det, pre_nms_topk: evaluation decoding.
-        metric: VOC metric (``voc07``); eval_coords: ``original`` (default) or ``input``.
+        metric: ``voc07`` (11-point), ``voc10`` (area) or ``coco`` (mAP@[.5:.95] by pycocotools;
+            see ``coco_metrics``); eval_coords: ``original`` (default) or ``input``.
     """
 
     OPTIONS = dict(ignore_iou=0.7, conf_thresh=0.01, nms_thresh=0.45, max_det=100,
@@ -246,6 +248,8 @@ class YoloTask:
                                   f"{did_you_mean(key, self.OPTIONS)}; "
                                   f"known: {', '.join(sorted(self.OPTIONS))}")
         self.opts = {**self.OPTIONS, **kw}
+        if self.opts["metric"] != "coco":
+            self.opts["metric"] = voc_metric_name(self.opts["metric"])
         if self.opts["eval_coords"] not in ("original", "input"):
             raise AblateError(f"yolo eval_coords must be 'original' or 'input', "
                               f"got '{self.opts['eval_coords']}'")
@@ -300,9 +304,41 @@ class YoloTask:
             gts += gt
             dets += [{k: v.detach().cpu().numpy() for k, v in x.items()} for x in d]
         gts, dets = _gather(gts), _gather(dets)
+        if o["metric"] == "coco":
+            return coco_metrics(gts, dets, self.num_classes)
         ev = VOCEvaluator(self.num_classes, metric=o["metric"], pixel_inclusive=False)
         ev.update(gts, dets)
         return {"map": 100.0 * float(ev.compute()["map"])}  # NaN when no image has GT
+
+
+def voc_metric_name(metric: str) -> str:
+    """A VOC metric name (``voc07``, ``voc10``, …) checked; ``coco`` is the other choice."""
+    key = str(metric).lower()
+    if key not in VOC_METRICS:
+        choices = sorted({*VOC_METRICS, "coco"})
+        raise AblateError(f"unknown detection metric '{metric}'{did_you_mean(key, choices)}; "
+                          f"choose one of {choices}")
+    return key
+
+
+def coco_metrics(gts: list[dict], dets: list[dict], num_classes: int) -> dict[str, float]:
+    """COCO mAP@[.5:.95] (``map``), AP50, AP75 and APs/m/l in percent, by pycocotools.
+
+    The ground truth is what the loader gives (COCO boxes clipped to the image, crowd regions
+    flagged ``difficult`` and stored with ``iscrowd=1``, so COCOeval ignores them its own way);
+    ``map``, AP50 and AP75 therefore equal the official figures. The size breakdown uses box
+    areas, not the annotation file's mask areas: for those, ``ablate evaluate --data coco``
+    scores a results JSON against the annotation file itself.
+    """
+    from ablate.eval.coco_map import build_coco_gt, coco_eval, detections_to_coco_results
+
+    ids = list(range(1, len(gts) + 1))
+    gt = build_coco_gt(gts, ids, category_names=[str(k) for k in range(num_classes)])
+    results = detections_to_coco_results(dets, ids, list(range(1, num_classes + 1)))
+    stats = coco_eval(gt, results)["stats"]
+    names = {"map": "AP", "ap50": "AP50", "ap75": "AP75", "aps": "APs", "apm": "APm",
+             "apl": "APl"}
+    return {k: 100.0 * stats[v] for k, v in names.items()}
 
 
 def _gather(items: list[dict]) -> list[dict]:

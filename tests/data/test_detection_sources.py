@@ -188,3 +188,24 @@ def test_coco_check_and_loaders(tmp_path):
     assert set(gts) == {42, 9, 100, 7}  # evaluation scores every image
     assert gts[7]["difficult"].tolist() == [True]  # crowd regions kept, ignored
     assert len(next(iter(train))["image"]) == 2
+
+
+def test_coco_several_eval_sizes_give_one_loader_each(tmp_path):
+    """Det-T5: one set of weights scored at 320/416/608 — here 64, 32 and 96 on tiny images."""
+    make_coco(tmp_path, "val2017")
+    shutil.copytree(tmp_path / "val2017", tmp_path / "train2017")
+    shutil.copy(tmp_path / "annotations" / "instances_val2017.json",
+                tmp_path / "annotations" / "instances_train2017.json")
+    data = data_cfg("data=coco", f"data.root={tmp_path}", "data.num_workers=0",
+                    "data.num_classes=3", "data.train_size=64", "data.eval_size=[64,32,96]")
+    SOURCES["coco"].check(**data)
+    _, test = _build("coco", data, batch_size=2)
+    assert list(test) == ["64", "32", "96"]
+    for size, loader in test.items():
+        shapes = {tuple(b["image"].shape[2:]) for b in loader}
+        assert shapes == {(int(size), int(size))}
+        assert sorted(i for b in loader for i in b["image_id"]) == [7, 9, 42, 100]
+    for bad in ("[64,64]", "[64,50]", "[]"):
+        with pytest.raises(AblateError, match="eval_size"):
+            SOURCES["coco"].check(**{**data, "eval_size": data_cfg(
+                "data=coco", f"data.eval_size={bad}")["eval_size"]})

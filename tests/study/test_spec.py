@@ -1,5 +1,6 @@
 """Study files: every shipped study validates; each malformed one gives a precise error."""
 
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from ablate.config import STUDIES_DIR
 from ablate.errors import AblateError
 from ablate.study.driver import plan_study
 from ablate.study.spec import load_study
+from tests.data.test_coco import make_coco
+from tests.data.test_voc import make_devkit
 
 STUDIES = sorted(STUDIES_DIR.glob("*.yaml"))
 
@@ -19,7 +22,16 @@ def test_every_study_validates_and_composes(path, fmnist_root, tmp_path):
     data = study.base.get("data", "fashion_mnist")
     extra = {"fashion_mnist": [f"data.root={fmnist_root}"],
              "fashion_scenes": [f"data.fmnist_root={fmnist_root}", f"paths.data={tmp_path}",
-                                "data.num_train=8", "data.num_test=4"]}[data]
+                                "data.num_train=8", "data.num_test=4"],
+             "voc": [f"paths.data={tmp_path}"], "coco": [f"paths.data={tmp_path}"]}[data]
+    if data in ("voc", "coco"):  # a tiny dataset and a stand-in pretrained file
+        make_devkit(tmp_path / "voc")
+        make_coco(tmp_path / "coco", "val2017")
+        shutil.copytree(tmp_path / "coco" / "val2017", tmp_path / "coco" / "train2017")
+        shutil.copy(tmp_path / "coco" / "annotations" / "instances_val2017.json",
+                    tmp_path / "coco" / "annotations" / "instances_train2017.json")
+        (tmp_path / "pretrained").mkdir()
+        (tmp_path / "pretrained" / "darknet53.pt").write_bytes(b"")
     for scale in ["full", *study.scales]:
         plans = plan_study(study, scale=scale, seeds=[0], only=None, results_root=tmp_path,
                            extra=extra)

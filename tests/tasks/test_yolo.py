@@ -225,3 +225,26 @@ def test_overfit_tiny_batch():
         [[64, 64], [64, 64]]), "gt": [{"boxes": np.array([[4.0, 8, 40, 60]]), "labels": [0]}] * 2}],
         torch.no_grad)
     assert 0.0 <= res["map"] <= 100.0
+
+
+def test_coco_metrics_hand_checked_with_a_crowd_region():
+    """One GT box and one detection at IoU exactly 0.5: matched only at the 0.5 threshold, so
+    AP@[.5:.95] = 1/10. A higher-scored detection on a crowd (difficult) region is ignored, not
+    a false positive (else AP50 would drop to 50)."""
+    from ablate.tasks.yolo import coco_metrics
+
+    gts = [{"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32),
+            "labels": np.array([0, 0]), "difficult": np.array([False, True])}]
+    dets = [{"boxes": np.array([[20, 20, 30, 30], [0, 0, 10, 5]], np.float32),
+             "scores": np.array([0.9, 0.8], np.float32), "labels": np.array([0, 0])}]
+    m = coco_metrics(gts, dets, num_classes=2)
+    assert m["map"] == pytest.approx(10.0) and m["ap50"] == pytest.approx(100.0)
+    assert m["ap75"] == 0.0
+
+
+def test_detection_metric_names_are_checked():
+    from ablate.tasks.yolo import voc_metric_name
+
+    assert voc_metric_name("VOC07") == "voc07"
+    with pytest.raises(AblateError, match="did you mean 'coco'"):
+        voc_metric_name("cocoo")
