@@ -34,6 +34,8 @@ class DataSource:
 _SOURCES = {
     "fashion_mnist": ("ablate.data.fashion_mnist", "build_fashion_mnist", "check_fashion_mnist",
                       ("classification",)),
+    "imagenet": ("ablate.data.imagenet", "build_imagenet", "check_imagenet",
+                 ("classification",)),
     "voc": ("ablate.data.detection_sources", "build_voc_loaders", "check_voc", ("yolo",)),
     "coco": ("ablate.data.detection_sources", "build_coco_loaders", "check_coco", ("yolo",)),
     "fashion_scenes": ("ablate.data.detection_sources", "build_fashion_scenes_loaders",

@@ -1,0 +1,418 @@
+"""ImageNet (ILSVRC-2012) classification from an ImageFolder tree, with the input pipelines of
+"Bag of Tricks for Image Classification" (He et al., CVPR 2019, Sec. 2.1) as released in
+GluonCV's ``train_imagenet.py`` (and fb.resnet.torch before it).
+
+Layout (``LAYOUT``): ``<root>/train/<wnid>/*.JPEG`` and ``<root>/val/<wnid>/*.JPEG``. The classes
+are the sorted names of the train sub-folders (label = position); val must have the same
+folders. Files ending in .jpeg, .jpg or .png (any case) are images; hidden entries are skipped.
+
+* Train: RandomResizedCrop(``train_size``, area 0.08–1, aspect 3/4–4/3) → horizontal flip →
+  ColorJitter(brightness, contrast, saturation 0.4, random order) → PCA lighting noise
+  (AlexNet's eigen-decomposition of ImageNet RGB, α ~ N(0, 0.1²)) → normalise. The jitter is
+  the released code's; the paper's text names hue, saturation and brightness (TRICKS.md).
+* Val: resize the shorter side to ``eval_resize`` (256), centre crop ``eval_size`` (224);
+  Inception-V3 uses 342 / 299.
+
+Where the work happens: DataLoader workers read the file bytes, decode them (torchvision.io;
+PIL only for what it cannot decode), crop, flip and jitter them into uint8 tensors, and draw
+the lighting α, returning its per-channel offset. On the device the uint8 batch becomes float,
+gets the offset and the normalisation in one step (``normalize``) and optionally channels-last:
+uint8 crosses the worker queue and the host→device copy, 4× less than float. The jitter works on
+floats and rounds once to uint8; the lighting offset is added in float without clamping, as
+fb.resnet adds it to float images.
+
+Randomness: item i of epoch e draws from a generator seeded by (seed, e, i) (``item_generator``),
+so batches do not depend on the number of workers and a resumed run replays the same crops.
+Sharding follows ``DistributedSampler``: training shuffles with seed + epoch, pads by wrapping
+and drops the last partial batch; evaluation gives rank r every world-th image, without padding,
+so each val image is counted exactly once when the task sums its top-k counts over ranks.
+
+``train_subset`` / ``test_subset`` (smoke tests, proxies) keep the first N files in
+class-interleaved order (the first file of every class, then the second, …), so that even a
+small subset covers many classes; the choice does not depend on the seed.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms import v2
+
+from ablate.data.detection_common import first_missing, missing_path_error
+from ablate.data.detection_loader import SharedEpoch, item_generator
+from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD
+from ablate.errors import AblateError
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+# AlexNet's PCA of ImageNet RGB pixels (0–1 scale), as in fb.resnet.torch and GluonCV:
+# eigenvalues, and eigenvectors as the columns of EIGVEC (rows are R, G, B).
+EIGVAL = (0.2175, 0.0188, 0.0045)
+EIGVEC = ((-0.5675, 0.7192, 0.4009),
+          (-0.5808, -0.0045, -0.8140),
+          (-0.5836, -0.6948, 0.4203))
+LAYOUT = """\
+<root>/                    (data.root; default ${paths.data}/imagenet)
+  train/<wnid>/*.JPEG      one folder per class, e.g. train/n01440764/n01440764_10026.JPEG
+  val/<wnid>/*.JPEG        the same class folders (ILSVRC-2012's 50,000 flat val images sorted
+                           into them, e.g. by the devkit's ground truth)"""
+
+
+# --- files -----------------------------------------------------------------------------------
+
+def list_classes(folder: str | os.PathLike) -> list[str]:
+    """Sorted names of the non-hidden sub-folders of ``folder``."""
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it if not e.name.startswith(".") and e.is_dir())
+
+
+def list_images(folder: str | os.PathLike) -> list[str]:
+    """Sorted names of the image files (``IMAGE_EXTENSIONS``, any case) in ``folder``."""
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it if e.name.lower().endswith(IMAGE_EXTENSIONS)
+                      and not e.name.startswith(".") and e.is_file())
+
+
+def _split_classes(root: Path, split_dir: str) -> list[str]:
+    folder = root / split_dir
+    missing = first_missing([root, folder])
+    if missing is not None:
+        raise missing_path_error(missing, "ImageNet", LAYOUT)
+    classes = list_classes(folder) if folder.is_dir() else []
+    if not classes:
+        raise AblateError(f"ImageNet: {folder} has no class folders. Expected layout:\n{LAYOUT}")
+    return classes
+
+
+def _few(names: Sequence[str], k: int = 5) -> str:
+    """``a, b, c`` (at most ``k`` names, then the count), or ``none``."""
+    if not names:
+        return "none"
+    more = f" … ({len(names)} in all)" if len(names) > k else ""
+    return ", ".join(names[:k]) + more
+
+
+def find_classes(root: str | os.PathLike, train_dir: str = "train", val_dir: str = "val",
+                 num_classes: int | None = None) -> list[str]:
+    """The class names (sorted train folders), checked against val and ``num_classes``.
+
+    Only folder names are read (no image is listed or decoded).
+    Raises:
+        AblateError: a folder is missing or has no class folders, val's classes differ from
+            train's, or their number is not ``num_classes``.
+    """
+    root = Path(root)
+    classes = _split_classes(root, train_dir)
+    val = _split_classes(root, val_dir)
+    if val != classes:
+        known, seen = set(classes), set(val)
+        raise AblateError(
+            f"ImageNet: {root / val_dir} must have the same class folders as "
+            f"{root / train_dir} ({len(val)} vs {len(classes)}); missing in {val_dir}: "
+            f"{_few(sorted(known - seen))}; not in {train_dir}: {_few(sorted(seen - known))}")
+    if num_classes is not None and len(classes) != int(num_classes):
+        raise AblateError(f"ImageNet in {root}: {len(classes)} class folders in {train_dir}/ but "
+                          f"data.num_classes={num_classes}")
+    return classes
+
+
+def interleaved_first(labels: np.ndarray, n: int | None) -> np.ndarray:
+    """Indices of the first ``n`` items in class-interleaved order (item 0 of every class, then
+    item 1, …), ascending; ``labels`` must be sorted. ``None`` keeps all."""
+    if n is not None and int(n) < 1:
+        raise AblateError(f"train_subset/test_subset must be >= 1 or null, got {n}")
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    starts = np.searchsorted(labels, labels, side="left")  # first index of each item's class
+    order = np.lexsort((labels, np.arange(len(labels)) - starts))  # by position, then class
+    return np.sort(order[:int(n)])
+
+
+# --- pixels ----------------------------------------------------------------------------------
+
+def decode_rgb(path: str) -> torch.Tensor:
+    """Read and decode an image as RGB uint8 ``[3, H, W]`` (grey and CMYK JPEGs converted).
+
+    torchvision.io decodes JPEG (incl. CMYK and grey) and PNG by content, not by extension
+    (one ImageNet ``.JPEG`` is a PNG); PIL is the fallback for anything else.
+    """
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its codecs in favour of TorchCodec (not installed here)
+        warnings.filterwarnings("ignore", message=".*image decoding and encoding",
+                                category=DeprecationWarning)
+        data = read_file(path)
+        try:
+            return decode_image(data, mode=ImageReadMode.RGB)
+        except RuntimeError:
+            pass
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except OSError as e:
+        raise AblateError(f"cannot decode image {path}: {e}") from e
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
+
+
+class TrainTransform:
+    """The paper's training crop, flip and colour jitter on uint8 ``[3, H, W]`` (global RNG).
+
+    RandomResizedCrop (antialiased bilinear) → horizontal flip (p 0.5) → ColorJitter of
+    brightness, contrast and saturation in random order. The jitter runs on floats and rounds
+    once at the end: v2's uint8 kernels truncate after every step and are slower.
+
+    Args:
+        size: output side.
+        scale, ratio: RandomResizedCrop's area and aspect ranges.
+        flip: random horizontal flip.
+        jitter: brightness, contrast and saturation strength (0 = none).
+    """
+
+    def __init__(self, size: int, *, scale: Sequence[float] = (0.08, 1.0),
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), flip: bool = True,
+                 jitter: float = 0.4) -> None:
+        self.crop = v2.RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio),
+                                         antialias=True)
+        self.flip = v2.RandomHorizontalFlip() if flip else None
+        self.jitter = (v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)
+                       if jitter else None)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        image = self.crop(image)
+        if self.flip is not None:
+            image = self.flip(image)
+        if self.jitter is not None:
+            x = self.jitter(image.float().div_(255))  # float images are 0–1, clamped per step
+            image = x.mul_(255).round_().to(torch.uint8)
+        return image
+
+
+def eval_transform(size: int, resize: int) -> v2.Transform:
+    """Resize the shorter side to ``resize``, then centre crop ``size`` × ``size``."""
+    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size)])
+
+
+def lighting_offset(alpha: torch.Tensor) -> torch.Tensor:
+    """AlexNet PCA lighting noise: the RGB offset ``EIGVEC @ (alpha * EIGVAL)`` (0–1 scale).
+
+    Args:
+        alpha: float ``[..., 3]``, drawn from N(0, std²) (std 0.1 in the paper).
+    Returns:
+        float ``[..., 3]``, added to every pixel of the image (× 255 on the 0–255 scale).
+    """
+    eigval = torch.tensor(EIGVAL, dtype=alpha.dtype)
+    return (alpha * eigval) @ torch.tensor(EIGVEC, dtype=alpha.dtype).T
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+              offset: torch.Tensor | None = None) -> torch.Tensor:
+    """``(images + 255·offset − mean) / std`` in float.
+
+    Args:
+        images: uint8 ``[B, 3, H, W]``.
+        mean, std: ``[1, 3, 1, 1]`` on the 0–255 scale.
+        offset: float ``[B, 3]`` lighting offsets on the 0–1 scale, or None.
+    """
+    shift = mean if offset is None else mean - 255 * offset[:, :, None, None]
+    return (images.float() - shift) / std
+
+
+# --- dataset and loader ----------------------------------------------------------------------
+
+class ImageFolderSplit(Dataset):
+    """One split of the tree: item i is ``(uint8 [3, S, S], label, offset float [3] or None)``.
+
+    File names are kept as one fixed-width bytes array (no per-item Python objects, whose
+    reference counts would copy the pages into every forked worker).
+
+    Args:
+        folder: the split folder (``<root>/train``).
+        classes: class folder names, in label order.
+        transform: applied to the decoded uint8 image.
+        random: ``transform`` draws random numbers (run it under the item's generator).
+        lighting: std of the lighting α; 0 = no offset (None in the items).
+        subset: keep ``interleaved_first(labels, subset)``.
+        seed: base seed of the per-item generators.
+    """
+
+    def __init__(self, folder: str | os.PathLike, classes: Sequence[str], *,
+                 transform: Callable[[torch.Tensor], torch.Tensor], random: bool = False,
+                 lighting: float = 0.0, subset: int | None = None, seed: int = 0) -> None:
+        self.folder = str(folder)
+        names: list[bytes] = []
+        counts = []
+        for c in classes:
+            files = list_images(os.path.join(self.folder, c))
+            names += [os.fsencode(f"{c}/{f}") for f in files]
+            counts.append(len(files))
+        self.counts = counts  # per class, before ``subset``
+        labels = np.repeat(np.arange(len(classes), dtype=np.int64), counts)
+        keep = interleaved_first(labels, subset)
+        self.names = np.array(names, dtype=bytes)[keep] if names else np.array([], dtype=bytes)
+        self.labels = labels[keep]
+        self.classes = tuple(classes)
+        self.transform, self.random, self.lighting = transform, random, float(lighting)
+        self.seed = seed
+        self._epoch = SharedEpoch()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch of the per-item generators (shared with the workers)."""
+        self._epoch.set(epoch)
+
+    def path(self, i: int) -> str:
+        return os.path.join(self.folder, os.fsdecode(self.names[i]))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        image, label = decode_rgb(self.path(i)), int(self.labels[i])
+        if not (self.random or self.lighting):
+            return self.transform(image), label, None
+        g = item_generator(self.seed, self._epoch.get(), i)
+        with torch.random.fork_rng(devices=[]):  # v2 draws from the global RNG
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+            image = self.transform(image)
+        offset = lighting_offset(torch.randn(3, generator=g) * self.lighting) \
+            if self.lighting else None
+        return image, label, offset
+
+
+def collate(samples: Sequence[tuple[torch.Tensor, int, torch.Tensor | None]]
+            ) -> dict[str, torch.Tensor]:
+    """``{'image': uint8 [B, 3, S, S], 'label': int64 [B]}`` plus ``lighting`` [B, 3] if any."""
+    images, labels, offsets = zip(*samples)
+    batch = {"image": torch.stack(images), "label": torch.tensor(labels, dtype=torch.int64)}
+    if offsets[0] is not None:
+        batch["lighting"] = torch.stack(offsets)
+    return batch
+
+
+class ImageFolderLoader:
+    """Batches ``{'image': float [B, 3, S, S] normalised, 'label': int64 [B]}`` for one rank.
+
+    ``InMemoryLoader``'s interface (``set_epoch``, ``__len__``, ``__iter__``) plus ``close``.
+    ``persistent_workers`` defaults to True with workers: the epoch reaches them through shared
+    memory (``SharedEpoch``).
+    """
+
+    def __init__(self, dataset: ImageFolderSplit, batch_size: int, *, train: bool,
+                 rank: int = 0, world_size: int = 1, seed: int = 0, num_workers: int = 0,
+                 device: torch.device | str = "cpu", channels_last: bool = False,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 persistent_workers: bool | None = None) -> None:
+        self.dataset, self.device = dataset, torch.device(device)
+        self.sampler: DistributedSampler | list[int] = (
+            DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                               seed=seed) if train else list(range(rank, len(dataset), world_size)))
+        persistent = num_workers > 0 and (persistent_workers is None or persistent_workers)
+        self.loader = DataLoader(dataset, batch_size, sampler=self.sampler,
+                                 num_workers=num_workers, collate_fn=collate,
+                                 pin_memory=self.device.type == "cuda", drop_last=train,
+                                 persistent_workers=persistent)
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(mean, device=self.device).view(shape) * 255
+        self.std = torch.tensor(std, device=self.device).view(shape) * 255
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle (training) and publish the epoch to the dataset and its workers."""
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def close(self) -> None:
+        """Stop persistent workers now (see ``DetectionLoader.close``)."""
+        it = getattr(self.loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self.loader._iterator = None
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in self.loader:
+            b = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            image = normalize(b["image"], self.mean, self.std, b.get("lighting"))
+            yield {"image": image.contiguous(memory_format=self.memory_format),
+                   "label": b["label"]}
+
+
+# --- the data source -------------------------------------------------------------------------
+
+def _sizes(train_size: Any, eval_size: Any, eval_resize: Any) -> tuple[int, int, int]:
+    try:
+        sizes = tuple(int(s) for s in (train_size, eval_size, eval_resize))
+    except (TypeError, ValueError):
+        sizes = (0, 0, 0)
+    if min(sizes) < 1 or sizes[2] < sizes[1]:
+        raise AblateError(f"ImageNet sizes must be positive integers with eval_resize >= "
+                          f"eval_size; got train_size={train_size!r}, eval_size={eval_size!r}, "
+                          f"eval_resize={eval_resize!r}")
+    return sizes  # type: ignore[return-value]
+
+
+def build_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
+                   num_classes: int | None = 1000, train_size: int = 224, eval_size: int = 224,
+                   eval_resize: int = 256, crop_scale: Sequence[float] = (0.08, 1.0),
+                   flip: bool = True, jitter: float = 0.4, lighting: float = 0.1,
+                   train_subset: int | None = None, test_subset: int | None = None,
+                   num_workers: int = 8, batch_size: int, eval_batch_size: int, rank: int = 0,
+                   world_size: int = 1, seed: int = 0, device: torch.device | str = "cpu",
+                   channels_last: bool = False, **_: Any
+                   ) -> tuple[ImageFolderLoader, ImageFolderLoader]:
+    """Train and val loaders over an ImageNet ImageFolder tree (see the module docstring).
+
+    Args:
+        root, train_dir, val_dir: ``<root>/<train_dir>/<wnid>/*.JPEG``, same for val.
+        num_classes: expected number of classes (None: any).
+        train_size: RandomResizedCrop side; eval_size / eval_resize: centre crop side and the
+            shorter side before it.
+        crop_scale: RandomResizedCrop area range; flip; jitter: brightness, contrast and
+            saturation strength; lighting: std of the PCA lighting α (0 = off).
+        train_subset / test_subset: keep the first N files, class-interleaved.
+        num_workers: DataLoader workers per process and loader.
+        batch_size / eval_batch_size: per-rank batch sizes.
+        rank, world_size, seed, device, channels_last: the run's.
+    Returns:
+        ``(train_loader, eval_loader)``.
+    """
+    train_size, eval_size, eval_resize = _sizes(train_size, eval_size, eval_resize)
+    classes = find_classes(root, train_dir, val_dir, num_classes)
+    train = ImageFolderSplit(Path(root) / train_dir, classes,
+                             transform=TrainTransform(train_size, scale=crop_scale, flip=flip,
+                                                      jitter=jitter),
+                             random=True, lighting=lighting, subset=train_subset, seed=seed)
+    empty = [c for c, n in zip(classes, train.counts) if n == 0]
+    if empty:
+        raise AblateError(f"ImageNet: {len(empty)} class folders of {Path(root) / train_dir} "
+                          f"hold no image ({', '.join(IMAGE_EXTENSIONS)}): {_few(empty)}")
+    val = ImageFolderSplit(Path(root) / val_dir, classes,
+                           transform=eval_transform(eval_size, eval_resize), subset=test_subset)
+    if len(val) == 0:
+        raise AblateError(f"ImageNet: no image in the class folders of {Path(root) / val_dir}")
+    common = dict(rank=rank, world_size=world_size, seed=seed, num_workers=int(num_workers),
+                  device=device, channels_last=channels_last)
+    train_loader = ImageFolderLoader(train, batch_size, train=True, **common)
+    if len(train_loader) == 0:
+        raise AblateError(f"batch_size {batch_size} exceeds the {len(train_loader.sampler)} "
+                          f"training images of rank {rank}: no full batch per epoch")
+    return train_loader, ImageFolderLoader(val, eval_batch_size, train=False, **common)
+
+
+def check_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
+                   num_classes: int | None = 1000, train_size: Any = 224, eval_size: Any = 224,
+                   eval_resize: Any = 256, **_: Any) -> None:
+    """Fail early when the layout is wrong: folders missing or without class folders, val's
+    classes not train's, their number not ``num_classes``, bad sizes (no image is read)."""
+    _sizes(train_size, eval_size, eval_resize)
+    find_classes(root, train_dir, val_dir, num_classes)
+
