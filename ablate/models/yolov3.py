@@ -27,6 +27,7 @@ from torch import nn
 
 from ablate.errors import AblateError
 from ablate.models.darknet import ConvBNLeaky, Darknet53, scale_channels
+from ablate.models.weights import load_weights
 from ablate.registry import MODELS
 
 STRIDES = (8, 16, 32)
@@ -105,42 +106,14 @@ class YOLOv3(nn.Module):
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, Any]:
     """Load a local checkpoint into ``backbone`` (non-strict) and report what matched.
 
-    Accepts a bare state dict or an ablate run checkpoint ``{"model": state_dict}``; the
-    prefixes ``module.`` (DDP) and ``backbone.`` (a whole YOLOv3) are stripped. Tensors whose
+    ``ablate.models.weights.load_weights`` with the prefix ``backbone.`` (a whole YOLOv3)
+    stripped: a bare state dict or a run checkpoint ``{"model": state_dict}``. Tensors whose
     shape differs are skipped and reported as ``mismatched``. Raises ``AblateError`` when the
     file cannot be read or not a single tensor matched.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise AblateError(f"backbone_weights: no file at '{p}'")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - anything unreadable is the user's file
-        raise AblateError(f"backbone_weights: cannot load '{p}': {e}") from None
-    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise AblateError(f"backbone_weights: '{p}' holds no state dict")
-    clean = {}
-    for k, v in state.items():
-        for prefix in ("module.", "backbone."):
-            k = k[len(prefix):] if k.startswith(prefix) else k
-        if torch.is_tensor(v):
-            clean[k] = v
-    own = backbone.state_dict()
-    mismatched = sorted(k for k, v in clean.items() if k in own and own[k].shape != v.shape)
-    loadable = {k: v for k, v in clean.items() if k not in mismatched}
-    res = backbone.load_state_dict(loadable, strict=False)
-    report = {"path": str(p), "loaded": len(set(loadable) & set(own)),
-              "missing": sorted(res.missing_keys), "unexpected": sorted(res.unexpected_keys),
-              "mismatched": mismatched}
-    if report["loaded"] == 0:
-        raise AblateError(f"backbone_weights: nothing in '{p}' matches the Darknet-53 backbone "
-                          f"({len(report['missing'])} missing, {len(report['unexpected'])} "
-                          f"unexpected, {len(mismatched)} shape-mismatched keys)")
-    print(f"backbone_weights: loaded {report['loaded']} tensors from {p}; "
-          f"{len(report['missing'])} missing, {len(report['unexpected'])} unexpected, "
-          f"{len(mismatched)} shape-mismatched")
-    return report
+    report = load_weights(backbone, path, prefix_map={"backbone.": ""}, what="backbone_weights")
+    print(report.summary("backbone_weights"))
+    return report.as_dict()
 
 
 @MODELS.register("yolov3")

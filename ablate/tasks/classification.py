@@ -3,6 +3,11 @@
 Hard labels become one-hot targets, then every trick's ``targets`` transform (label smoothing)
 applies; batch transforms (mixup) see soft targets. Label smoothing and mixup are both linear in
 the target, so one soft-target cross-entropy covers every combination.
+
+A model may return a tuple in training: ``(logits, *auxiliary logits)`` (Inception-V3's
+auxiliary classifier); each auxiliary output adds ``aux_weight`` × its cross-entropy as
+``aux_loss``. ``losses(outputs, batch)`` is separate from the forward so that a task wrapper
+(distillation) can reuse it on the same outputs.
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ from ablate.eval.topk import topk_correct
 from ablate.registry import TASKS
 
 
+def main_logits(outputs: Any) -> torch.Tensor:
+    """The main logits of a model's output (the first element of a training tuple)."""
+    return outputs[0] if isinstance(outputs, tuple) else outputs
+
+
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of −Σ target · log softmax(logits) (fp32 for stability)."""
     return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
@@ -29,11 +39,14 @@ class ClassificationTask:
         model: the (possibly DDP-wrapped) network.
         num_classes: K.
         target_fns: the tricks' ``targets`` transforms, in order.
+        aux_weight: weight of each auxiliary output's loss (0.4: TF-slim's Inception-V3).
     """
 
     def __init__(self, model: nn.Module, num_classes: int,
-                 target_fns: Iterable[Callable[[torch.Tensor], torch.Tensor]] = ()) -> None:
+                 target_fns: Iterable[Callable[[torch.Tensor], torch.Tensor]] = (),
+                 aux_weight: float = 0.4) -> None:
         self.model, self.num_classes, self.target_fns = model, num_classes, list(target_fns)
+        self.aux_weight = float(aux_weight)
 
     def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
         target = F.one_hot(batch["label"], self.num_classes).float()
@@ -42,8 +55,17 @@ class ClassificationTask:
         return {**batch, "target": target}
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        logits = self.model(batch["image"])
-        return {"loss": soft_cross_entropy(logits, batch["target"])}
+        return self.losses(self.model(batch["image"]), batch)
+
+    def losses(self, outputs: Any, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Soft-target cross-entropy of the main logits (+ weighted auxiliary losses)."""
+        logits, *aux = outputs if isinstance(outputs, tuple) else (outputs,)
+        losses = {"loss": soft_cross_entropy(logits, batch["target"])}
+        aux = [a for a in aux if a is not None]
+        if aux:
+            losses["aux_loss"] = self.aux_weight * sum(
+                soft_cross_entropy(a, batch["target"]) for a in aux)
+        return losses
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: Iterable[dict[str, Any]],

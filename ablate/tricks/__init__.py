@@ -10,6 +10,7 @@ from ablate.tricks import (  # noqa: F401  (imports register the tricks)
     amp,
     cosine,
     data_augmentation,
+    distill,
     label_smoothing,
     linear_scaling,
     mixup,
