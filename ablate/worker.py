@@ -1,8 +1,11 @@
 """The training worker: ``torchrun … -m ablate.worker RUN_DIR/config.yaml``.
 
-Hydra-free: it reads the resolved config the driver wrote. Every rank trains; rank 0 writes
-``log.csv``, ``checkpoints/last.pt`` and finally ``metrics.json`` (atomically). An interrupted
-run resumes from its last checkpoint when the config hash matches.
+Hydra-free: it reads the resolved config the driver wrote. Every rank trains; the main rank
+(rank 0 on one node; the first rank of node 0 on several) writes ``log.csv``,
+``checkpoints/last.pt`` and finally ``metrics.json`` (atomically). An interrupted run resumes
+from its last checkpoint when the config hash matches: the main rank reads it and sends it to
+the others, so other nodes need not see the run folder, and a checkpoint written by another
+number of processes resumes too (same global batch; see ``engine.dist``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from omegaconf import OmegaConf
 
 from ablate.config import config_hash
 from ablate.engine import run_io
-from ablate.engine.dist import DistInfo, barrier, cleanup, init_distributed
+from ablate.engine.dist import (DistInfo, all_gather_object, barrier, broadcast_object, cleanup,
+                                init_distributed)
 from ablate.engine.setup import build
 from ablate.engine.trainer import NonFiniteLoss, Trainer
 from ablate.errors import AblateError
@@ -89,6 +93,10 @@ def run(config_path: str | Path) -> dict[str, Any]:
     cfg = OmegaConf.load(config_path)
     chash = config_hash(cfg)
     dist = init_distributed(cfg.launcher.get("device", "auto"))
+    hashes = all_gather_object(chash)
+    if len(set(hashes)) > 1:  # e.g. nodes that started different steps
+        raise AblateError(f"the processes of this run read different configs ({hashes}); "
+                          "every node must run the same step of the same study")
     with run_lock(run_dir, dist):
         return _run(cfg, run_dir, chash, dist)
 
@@ -107,8 +115,10 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
     trainer = Trainer(built, dist, run_dir, seed=cfg.seed, eval_every=cfg.train.eval_every,
                       log_every=cfg.train.log_every, extra_state={"config_hash": chash})
     resumed_from = None
-    if trainer.ckpt_path.is_file():
-        ckpt = run_io.load_checkpoint(trainer.ckpt_path)
+    ckpt = run_io.load_checkpoint(trainer.ckpt_path) \
+        if dist.is_main and trainer.ckpt_path.is_file() else None
+    ckpt = broadcast_object(ckpt, dist.main_rank)
+    if ckpt is not None:
         if ckpt.get("config_hash") != chash:
             raise AblateError(f"{trainer.ckpt_path} belongs to another config "
                               f"({ckpt.get('config_hash')} ≠ {chash}); refusing to resume")

@@ -32,9 +32,13 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Backward, (unscale,) optimizer step and scaler update."""
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of the (scaled) loss; gradients add up until :meth:`step`."""
         self.scaler.scale(loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """(Unscale,) optimizer step and scaler update: once per optimizer step, after every
+        micro-batch's backward (a non-finite fp16 gradient skips the whole step)."""
         self.scaler.step(optimizer)
         self.scaler.update()
 

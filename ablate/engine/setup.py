@@ -1,11 +1,13 @@
-"""The fixed build order: data → model → tricks' model surgery → device → param groups →
-optimizer → schedule → precision → DDP → task. Tricks act only through their extension points;
-what each returns is collected here once, so the step loop has no trick branches."""
+"""The fixed build order: data → model (+ its ``weights``) → tricks' model surgery → device →
+param groups → optimizer → schedule → precision → DDP → task. Tricks act only through their
+extension points; what each returns is collected here once, so the step loop has no trick
+branches."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +20,7 @@ from ablate.engine.bn import convert_bn_groups
 from ablate.engine.dist import DistInfo
 from ablate.engine.precision import Precision
 from ablate.errors import AblateError
+from ablate.models.weights import load_weights
 from ablate.registry import DATASETS, MODELS, SCHEDULES, TASKS
 from ablate.solver import build_optimizer
 from ablate.solver.lr import LRShape
@@ -37,6 +40,8 @@ class Built:
     tricks: list[Trick]
     batch_fns: list[Callable[[dict, TrainState], dict]] = field(default_factory=list)
     hooks: list[Hook] = field(default_factory=list)
+    accum_steps: int = 1  # micro-batches per optimizer step
+    no_sync: Callable[[], ContextManager] = contextlib.nullcontext  # DDP's, between them
 
 
 def _plain(node: Any) -> dict[str, Any]:
@@ -48,10 +53,17 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     task_name = cfg.model.task
     tricks = build_tricks(_plain(cfg.get("tricks") or {}), task_name)
     tcfg = cfg.train
-    if tcfg.batch_size % dist.world_size:
+    # train.batch_size is the global batch of one optimizer step: world × accum_steps ×
+    # per_rank images. Each process loads per_rank images per micro-step; the linear-scaling
+    # and warmup tricks see the global batch (ctx.total_batch), the LR schedule counts
+    # optimizer steps, and BatchNorm normalises each micro-batch on its own.
+    accum = tcfg.get("accum_steps", 1)
+    if not isinstance(accum, int) or accum < 1:
+        raise AblateError(f"train.accum_steps must be a positive integer, got {accum!r}")
+    if tcfg.batch_size % (dist.world_size * accum):
         raise AblateError(f"train.batch_size={tcfg.batch_size} is not divisible by the "
-                          f"{dist.world_size} processes")
-    per_rank = tcfg.batch_size // dist.world_size
+                          f"{dist.world_size} processes × train.accum_steps={accum}")
+    per_rank = tcfg.batch_size // (dist.world_size * accum)
     data_cfg = _plain(cfg.data)
     source = DATASETS.get(data_cfg.pop("name"))
     data_metric = data_cfg.pop("metric", None)  # the dataset's metric (e.g. voc07, coco)
@@ -61,10 +73,13 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
         **data_cfg, batch_size=per_rank, eval_batch_size=tcfg.get("eval_batch_size", per_rank),
         rank=dist.rank, world_size=dist.world_size, seed=cfg.seed, device=dist.device,
         channels_last=tcfg.channels_last, epochs=tcfg.epochs)
-    if len(train_loader) == 0:
+    # the sampler pads the data to a multiple of the world size and each rank drops its last
+    # partial batch; leftover micro-batches that do not fill an optimizer step are skipped
+    steps = len(train_loader) // accum
+    if steps == 0:
         raise AblateError(f"no training batch: fewer images than train.batch_size="
                           f"{tcfg.batch_size}")
-    ctx = BuildContext(task=task_name, epochs=tcfg.epochs, iters_per_epoch=len(train_loader),
+    ctx = BuildContext(task=task_name, epochs=tcfg.epochs, iters_per_epoch=steps,
                        total_batch=tcfg.batch_size, world_size=dist.world_size,
                        num_classes=cfg.data.num_classes, device=dist.device)
 
@@ -74,9 +89,14 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     task_kwargs = model_cfg.pop("task_kwargs", None) or {}
     if data_metric is not None:
         task_kwargs = {"metric": data_metric, **task_kwargs}
+    weights = model_cfg.pop("weights", None)  # a local checkpoint to start from
     for t in tricks:
         model_cfg.update(t.model_kwargs())
     model = MODELS.build(name, **model_cfg)
+    if weights:
+        report = load_weights(model, weights, what="model.weights")
+        if dist.is_main:
+            print(report.summary("model.weights"), flush=True)
     for t in tricks:
         model = t.edit_model(model, ctx)
     bn_group = tcfg.get("bn_group_size")
@@ -106,9 +126,11 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     precision = Precision(precision_name, dist.device)
 
     train_model: nn.Module = model
+    no_sync: Callable[[], ContextManager] = contextlib.nullcontext
     if dist.world_size > 1:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        no_sync = train_model.no_sync
     task = TASKS.get(task_name)(model=train_model, num_classes=ctx.num_classes,
                                 target_fns=[t.targets for t in tricks if t.overrides("targets")],
                                 **task_kwargs)
@@ -117,4 +139,5 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     return Built(model=model, task=task, optimizer=optimizer, shape=shape, precision=precision,
                  train_loader=train_loader, eval_loader=eval_loader, ctx=ctx, tricks=tricks,
                  batch_fns=[t.batch_transform for t in tricks if t.overrides("batch_transform")],
-                 hooks=[h for t in tricks for h in t.hooks()])
+                 hooks=[h for t in tricks for h in t.hooks()], accum_steps=accum,
+                 no_sync=no_sync)

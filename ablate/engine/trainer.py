@@ -1,12 +1,15 @@
 """The step loop. It knows extension points and hooks, never a trick.
 
-Per iteration: set the LR from the shape → task.prepare (targets) → batch transforms →
-forward under autocast (the task returns a dict of losses) → backward/step through the precision
-object. Per epoch: hooks, evaluation when due, one CSV row, one checkpoint.
+Per iteration (one optimizer step): set the LR from the shape → for each of ``accum_steps``
+micro-batches: task.prepare (targets) → batch transforms → forward under autocast (the task
+returns a dict of losses) → backward of the loss / ``accum_steps`` → optimizer step through the
+precision object. Per epoch: hooks, BN statistics from the main rank, evaluation when due, one
+CSV row, one checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -15,8 +18,9 @@ from typing import Any
 import torch
 
 from ablate.engine import run_io
-from ablate.engine.dist import DistInfo, all_reduce_sum, epoch_seed
+from ablate.engine.dist import DistInfo, all_reduce_sum, epoch_seed, sync_buffers
 from ablate.engine.setup import Built
+from ablate.errors import AblateError
 from ablate.tricks import TrainState
 
 
@@ -56,10 +60,22 @@ class Trainer:
                 "scaler": self.b.precision.state_dict(), "epoch": self.state.epoch,
                 "iteration": self.state.iteration, "history": self.history,
                 "train_time": self.train_time, "eval_time": self.eval_time,
-                "images": self.images,
+                "images": self.images, "iters_per_epoch": self.state.iters_per_epoch,
+                "world_size": self.dist.world_size,
                 "last_metrics": self.last_metrics, **self.extra_state}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Resume from ``ckpt``, possibly written by another number of processes: the global
+        batch is the config's, so only the per-process batch and the per-rank random draws
+        change — unless padding makes the steps per epoch differ, which would shift the
+        schedule, so that is refused."""
+        saved = ckpt.get("iters_per_epoch", self.state.iters_per_epoch)
+        if saved != self.state.iters_per_epoch:
+            raise AblateError(
+                f"the checkpoint was written by {ckpt.get('world_size', '?')} processes with "
+                f"{saved} steps per epoch; {self.dist.world_size} process(es) give "
+                f"{self.state.iters_per_epoch} (the sampler pads the data to a multiple of the "
+                "world size): resume with the original number of processes")
         self.b.model.load_state_dict(ckpt["model"])
         self.b.optimizer.load_state_dict(ckpt["optimizer"])
         self.b.precision.load_state_dict(ckpt["scaler"])
@@ -76,24 +92,36 @@ class Trainer:
         return self.b.optimizer.param_groups[0]["lr"]
 
     def train_epoch(self) -> dict[str, float]:
-        b, st = self.b, self.state
+        """``iters_per_epoch`` optimizer steps. Each sums the gradients of ``accum_steps``
+        micro-batches, every loss divided by ``accum_steps`` so that the step sees the mean over
+        the global batch; DDP all-reduces only in the last micro-batch's backward."""
+        b, st, accum = self.b, self.state, self.b.accum_steps
         b.train_loader.set_epoch(st.epoch)
         b.model.train()
         loss_sum = torch.zeros((), device=self.dist.device)
-        steps, lr, t0 = 0, 0.0, time.perf_counter()
+        steps, micro, lr, t0 = 0, 0, 0.0, time.perf_counter()
         for batch in b.train_loader:
-            lr = self.set_lr()
+            if micro == 0:
+                lr = self.set_lr()
+                b.optimizer.zero_grad(set_to_none=True)
+            micro += 1
             batch = b.task.prepare(batch)
             for fn in b.batch_fns:
                 batch = fn(batch, st)
-            with b.precision.autocast():
-                losses = b.task(batch)
-            loss = sum(losses.values())
-            b.optimizer.zero_grad(set_to_none=True)
-            b.precision.step(loss, b.optimizer)
+            with b.no_sync() if micro < accum else contextlib.nullcontext():
+                with b.precision.autocast():
+                    losses = b.task(batch)
+                loss = sum(losses.values()) / accum
+                b.precision.backward(loss)
             loss_sum += loss.detach().float()
+            if micro < accum:
+                continue
+            micro = 0
+            b.precision.step(b.optimizer)
             steps += 1
             st.iteration += 1
+            if steps == st.iters_per_epoch:  # leftover micro-batches cannot fill a step
+                break
             if steps % self.log_every == 0:
                 self._check_finite(loss_sum)
                 self._progress(steps, loss_sum, lr, t0)
@@ -110,7 +138,7 @@ class Trainer:
     def _progress(self, steps: int, loss_sum: torch.Tensor, lr: float, t0: float) -> None:
         if self.dist.is_main and steps:
             run_io.emit("step", epoch=self.state.epoch + 1, epochs=self.state.epochs, step=steps,
-                        steps=len(self.b.train_loader), loss=float(loss_sum) / steps, lr=lr,
+                        steps=self.state.iters_per_epoch, loss=float(loss_sum) / steps, lr=lr,
                         ips=steps * self.b.ctx.total_batch / (time.perf_counter() - t0))
 
     def _check_finite(self, loss_sum: torch.Tensor) -> None:
@@ -145,6 +173,7 @@ class Trainer:
             row: dict[str, Any] = {"epoch": st.epoch + 1, **self.train_epoch()}
             for h in self.b.hooks:
                 h.after_epoch(st)
+            sync_buffers(self.b.model, self.dist.main_rank)  # evaluate and save one model
             if (st.epoch + 1) % self.eval_every == 0 or st.epoch + 1 == st.epochs:
                 self.last_metrics = self.evaluate()
                 row.update(self.last_metrics)
