@@ -68,8 +68,22 @@ def run(
         resolve_nproc(nproc)
     for p in plans:
         driver.decide(p, force)
+    deps = driver.plan_dependencies(spec, scale, root, extra)
+    if all(p.action == "skip" for p in plans):
+        deps = []  # nothing to run: what the steps used is not needed again
+    for d in deps:
+        for p in d.plans:
+            driver.decide(p, False)
+            if p.action == "refuse":
+                raise AblateError(f"{spec.path}: uses {d.study.name}/{d.step}: {p.reason}; "
+                                  f"re-run that study ({d.study.path}) with --force first")
     refused = [p for p in plans if p.action == "refuse"]
     if dry_run:
+        for d in deps:
+            for p in d.plans:
+                console.print(f"uses {d.study.name} {d.scale} {d.step} seed {p.seed}: "
+                              f"{p.action}  {d.path}", markup=False, highlight=False,
+                              soft_wrap=True)
         for p in plans:
             console.print(f"{p.step.id} seed {p.seed}: {p.action}"
                           f"{' (' + p.reason + ')' if p.reason else ''}  {p.run_dir}",
@@ -83,6 +97,19 @@ def run(
         raise AblateError(f"{spec.path}: refusing to overwrite results whose config changed:\n"
                           f"{lines}\nre-run with --force to move them to "
                           f"{out_dir / '.replaced'} and start again")
+    dep_todo = [d for d in deps if any(p.action != "skip" for p in d.plans)]
+    with StudyProgress(sum(p.action != "skip" for d in dep_todo for p in d.plans),
+                       console) as progress:
+        for d in dep_todo:  # the steps this study uses, first
+            dep_dir = driver.study_results_dir(d.study, root, d.scale)
+            with driver.study_lock(dep_dir):
+                try:
+                    driver.execute(d.study, d.plans, out_dir=dep_dir, keep_going=False,
+                                   nproc=nproc, progress=progress)
+                except driver.StepFailed as e:
+                    print(f"error: {d.study.name} (used by {spec.name}): {e}", file=sys.stderr,
+                          flush=True)
+                    raise typer.Exit(1)
     with driver.study_lock(out_dir):
         with StudyProgress(sum(p.action != "skip" for p in plans), console) as progress:
             for p in plans:

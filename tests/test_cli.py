@@ -159,6 +159,39 @@ def test_killed_run_resumes(results, fmnist_root):
     assert m["status"] == "completed" and 1 <= m["resumed_from_epoch"] < 8 and m["epochs"] == 8
 
 
+def test_forked_worker_dies_with_its_driver(results, fmnist_root):
+    """The default single-process launch forks the worker from a forkserver, which outlives a
+    killed driver; the worker must still stop (and free its run lock) within seconds."""
+    import fcntl
+
+    args = [sys.executable, "-m", "ablate", "run", STUDY, "--scale", "smoke", "--only",
+            "efficient", "--results", str(results), "--set", f"data.root={fmnist_root}",
+            "--set", "train.epochs=30", "--set", "data.train_subset=600",
+            "--set", "train.batch_size=32"]
+    run = results / "fmnist_refinements/smoke/efficient/seed0"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, cwd=ROOT)
+    try:
+        deadline = time.time() + 120
+        while not (run / "checkpoints" / "last.pt").exists() and time.time() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone
+        proc.wait()
+        free = False
+        for _ in range(100):
+            with open(run / ".run.lock", "a") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    free = True
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        assert free, "the worker kept running after its driver was killed"
+        assert not (run / "metrics.json").exists()
+    finally:
+        _kill_tree(proc.pid)
+
+
 def test_train_multirun_sweeps_one_folder_each(cli, tmp_path, fmnist_root):
     r = cli("train", "-m", "launcher=inprocess", f"data.root={fmnist_root}",
             "data.train_subset=128", "data.test_subset=100", "train.batch_size=64",

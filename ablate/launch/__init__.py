@@ -39,9 +39,9 @@ def resolve_nproc(nproc: str | int) -> int:
     return n
 
 
-def torchrun_command(config: Path, nproc: int) -> list[str]:
+def torchrun_command(config: Path, nproc: int, module: str = "ablate.worker") -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={nproc}", "-m", "ablate.worker", str(config)]
+            f"--nproc-per-node={nproc}", "-m", module, str(config)]
 
 
 def run_local(config: Path, nproc: int, on_line: OnLine | None = None) -> int:
@@ -69,9 +69,45 @@ def run_local(config: Path, nproc: int, on_line: OnLine | None = None) -> int:
             raise
 
 
-def _forked_worker(config: str) -> None:
+def _die_with(pid: int) -> None:
+    """Leave as soon as process ``pid`` (the driver) is gone, however it died.
+
+    A forked worker's parent is the forkserver, not the driver, and the server outlives a killed
+    driver: each child holds the server's liveness pipe, so neither ever sees the other end
+    close and ``PR_SET_PDEATHSIG`` never fires. A thread waits on a pidfd of the driver instead
+    (polling once a second where pidfds are missing). The checkpoint of the last finished epoch
+    stays; the run resumes from it.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            import select
+
+            select.select([fd], [], [])
+        else:
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+        os._exit(143)
+
+    threading.Thread(target=watch, name="die-with-driver", daemon=True).start()
+
+
+def _forked_worker(config: str, driver_pid: int | None = None) -> None:
     """Child side of a forkserver launch: output into the run's stdout.log, run the worker."""
     import traceback
+
+    if driver_pid is not None:
+        _die_with(driver_pid)
 
     fd = os.open(Path(config).parent / "stdout.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     os.dup2(fd, 1)
@@ -127,7 +163,7 @@ def run_forked(config: Path, on_line: OnLine | None = None) -> int:
     log_path.touch()
     with open(log_path) as log:
         log.seek(0, os.SEEK_END)
-        proc = _forkserver().Process(target=_forked_worker, args=(str(config),))
+        proc = _forkserver().Process(target=_forked_worker, args=(str(config), os.getpid()))
         proc.start()
         try:
             partial = ""

@@ -78,6 +78,87 @@ def _for_tricks(overrides: dict[str, Any], tricks: list[str], where: str) -> dic
     return out
 
 
+# --- studies that use other studies' outputs --------------------------------------------------
+
+SHARED_EXTRA = ("launcher", "paths.", "train.threads")  # --set keys a dependency also gets
+
+
+@dataclass
+class Dependency:
+    """A step of another study whose output a study reads (``uses``), planned like any step."""
+    study: Study
+    step: str
+    scale: str
+    seed: int
+    path: Path  # the file the using study reads
+    plans: list[RunPlan] = field(default_factory=list)
+
+
+def _used_study(study: Study, name: str) -> Study:
+    """``uses.<x>.study``: a file relative to the using study, or a name in its folder or in
+    ``studies/``."""
+    from ablate.config import STUDIES_DIR
+    from ablate.study.spec import find_study, load_study
+
+    for base in (study.path.parent, STUDIES_DIR):
+        p = base / name
+        for cand in (p, p.with_name(p.name + ".yaml")):
+            if cand.is_file():
+                return load_study(cand)
+    return load_study(find_study(name, STUDIES_DIR))
+
+
+def use_targets(study: Study, scale: str, results_root: Path) -> dict[str, tuple[Study, str, Any, Path]]:
+    """``name → (used study, its scale, the Use, the file's path)`` for each of ``study.uses``."""
+    out = {}
+    for name, use in study.uses.items():
+        where = f"{study.path}: uses.{name}: "
+        try:
+            dep = _used_study(study, use.study)
+            dep.step(use.step)
+            dep_scale = use.scale or scale
+            dep.scale_overrides(dep_scale)
+        except AblateError as e:
+            raise AblateError(where + str(e)) from None
+        if dep.name == study.name:
+            raise AblateError(where + "a study cannot use its own steps")
+        run_dir = study_results_dir(dep, results_root, dep_scale) / use.step / f"seed{use.seed}"
+        out[name] = (dep, dep_scale, use, _inside(results_root, run_dir / use.file))
+    return out
+
+
+def plan_dependencies(study: Study, scale: str, results_root: Path, extra: list[str] = (),
+                      _trail: tuple[str, ...] = ()) -> list[Dependency]:
+    """Plan every step ``study`` uses, theirs first (depth first, each run once). Only the
+    launcher, ``paths.*`` and ``train.threads`` entries of ``extra`` reach them."""
+    if study.name in _trail:
+        raise AblateError(f"{study.path}: 'uses' cycle {' → '.join((*_trail, study.name))}")
+    shared = [o for o in extra if o.split("=")[0].lstrip("+~").startswith(SHARED_EXTRA)]
+    deps: list[Dependency] = []
+    for dep, dep_scale, use, path in use_targets(study, scale, results_root).values():
+        deps += plan_dependencies(dep, dep_scale, results_root, extra, (*_trail, study.name))
+        plans = plan_study(dep, scale=dep_scale, seeds=[use.seed], only=[use.step],
+                           results_root=results_root, extra=shared)
+        deps.append(Dependency(dep, use.step, dep_scale, use.seed, path, plans))
+    unique: dict[Path, Dependency] = {}
+    for d in deps:
+        unique.setdefault(d.plans[0].run_dir, d)
+    return list(unique.values())
+
+
+def _substitute(value: Any, paths: dict[str, Path]) -> Any:
+    """Replace ``${uses.<name>}`` in override values by the used file's path."""
+    from ablate.study.spec import USE_REF_RE
+
+    if isinstance(value, str):
+        return USE_REF_RE.sub(lambda m: str(paths[m.group(1)]), value)
+    if isinstance(value, list):
+        return [_substitute(v, paths) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, paths) for k, v in value.items()}
+    return value
+
+
 def plan_study(study: Study, *, scale: str, seeds: list[int], only: list[str] | None,
                results_root: Path, extra: list[str] = ()) -> list[RunPlan]:
     """Compose and check every selected step × seed. Raises ``AblateError`` before any run."""
@@ -91,20 +172,22 @@ def plan_study(study: Study, *, scale: str, seeds: list[int], only: list[str] | 
             raise AblateError(f"{study.path}: --only '{o}': no such step{did_you_mean(o, ids)}")
     base = {**study.base, **study.scale_overrides(scale)}
     out_dir = study_results_dir(study, results_root, scale)
+    used = {name: t[3] for name, t in use_targets(study, scale, results_root).items()}
     plans, checked_data = [], set()
     for step in study.steps:
         if only and step.id not in only:
             continue
         where = f"{study.path}: step '{step.id}': "
         for seed in seeds:
-            chosen = _for_tricks({**base, **step.overrides_at(scale)}, step.tricks, where)
+            chosen = _substitute(_for_tricks({**base, **step.overrides_at(scale)}, step.tricks,
+                                              where), used)
             overrides = [*to_overrides(chosen),
                          f"tricks=[{','.join(step.tricks)}]", f"seed={seed}",
                          f"paths.results={results_root}", *extra]
             try:
                 cfg = compose(overrides)
                 check_tricks(list(cfg.get("tricks") or {}), cfg.model.task)
-                check_weight_files(cfg)
+                check_weight_files(cfg, produced=set(map(str, used.values())))
                 data = OmegaConf.to_container(cfg.data, resolve=True)
                 key = json.dumps(data, sort_keys=True)
                 if key not in checked_data:
@@ -121,18 +204,23 @@ def plan_study(study: Study, *, scale: str, seeds: list[int], only: list[str] | 
     return plans
 
 
-def check_weight_files(cfg: Any) -> None:
+def check_weight_files(cfg: Any, produced: set[str] = frozenset()) -> None:
     """Every configured weights file (``model.weights``, ``model.backbone_weights``, a trick's
-    ``weights`` such as a distillation teacher's) must exist: nothing is downloaded."""
+    ``weights`` such as a distillation teacher's) must exist — nothing is downloaded — unless a
+    used study step will produce it (``produced``)."""
     def walk(node: Any, where: str) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(v, f"{where}.{k}")
-        elif where.endswith("weights") and isinstance(node, str) and not Path(node).is_file():
+        elif (where.endswith("weights") and isinstance(node, str) and node not in produced
+              and not Path(node).is_file()):
             raise AblateError(f"{where[1:]}: no file at '{node}' (weights are local files: "
                               "point the key to a checkpoint, or set it to null)")
 
     tricks = cfg.get("tricks") or {}
+    if "distill" in tricks and not tricks.distill.get("weights"):
+        raise AblateError("tricks.distill.weights: the teacher's checkpoint is required (a local "
+                          "file, or ${uses.<name>} for a step of a teacher study)")
     walk({"model": OmegaConf.to_container(cfg.model, resolve=True),
           "tricks": OmegaConf.to_container(tricks, resolve=True) if tricks else {}}, "")
 

@@ -5,6 +5,11 @@ previous step; the first step has none) and changes the parent by ``add``-ing an
 tricks and ``set``-ting config values. Steps resolve to explicit, ordered trick lists and
 override lists — never chains of ``+`` overrides — so every row can be composed on its own.
 
+A study may ``uses`` the output of another study's step — a distillation teacher, a pretrained
+backbone — by name: ``uses: {teacher: {study: fmnist_teacher, step: teacher}}`` and then
+``${uses.teacher}`` in any override value stands for that run's ``checkpoints/last.pt`` under
+the same results root. ``ablate run`` runs (or reuses) that step first.
+
 Everything is checked before anything runs; each problem is reported with the file, the step and
 the item at fault.
 """
@@ -29,7 +34,13 @@ STUDY_KEYS = {
     "base": "overrides for every step", "scales": "per-scale overrides",
     "default_scale": "scale used when --scale is not given", "seeds": "default number of seeds",
     "seed": "first seed", "steps": "ordered rows", "notes": "free text",
+    "uses": "other studies' step outputs this study reads (name: {study, step, ...})",
 }
+USE_KEYS = {"study": "the study's name or file (relative to this file)", "step": "its step id",
+            "scale": "its scale (default: this run's scale)", "seed": "its seed (default 0)",
+            "file": "the file inside its run folder (default checkpoints/last.pt)"}
+USE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+USE_REF_RE = re.compile(r"\$\{uses\.([^}]*)\}")
 STEP_KEYS = {"id", "label", "parent", "add", "remove", "set", "scales", "ref", "ref_delta",
              "notes"}
 
@@ -56,6 +67,17 @@ class Step:
         return {**self.overrides, **self.scale_overrides.get(scale, {})}
 
 
+@dataclass(frozen=True)
+class Use:
+    """Another study's step output read by this study (see the module docstring)."""
+    name: str
+    study: str
+    step: str
+    scale: str | None = None
+    seed: int = 0
+    file: str = "checkpoints/last.pt"
+
+
 @dataclass
 class Study:
     path: Path
@@ -71,6 +93,7 @@ class Study:
     seed: int = 0
     paper: str = ""
     table: str = ""
+    uses: dict[str, Use] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
     def step(self, step_id: str) -> Step:
@@ -164,15 +187,48 @@ def load_study(path: str | Path) -> Study:
                   metrics=metrics, steps=steps, base=_mapping(path, "", raw.get("base"), "base"),
                   scales=scales, default_scale=default_scale, seeds=int(raw.get("seeds", 1)),
                   seed=int(raw.get("seed", 0)), paper=str(raw.get("paper", "")),
-                  table=str(raw.get("table", "")), raw=raw)
+                  table=str(raw.get("table", "")), uses=_parse_uses(path, raw.get("uses")),
+                  raw=raw)
     for where, m in [("base", study.base), *[(f"scales.{k}", v) for k, v in scales.items()],
                      *[(f"step '{s.id}': set", s.set) for s in steps],
                      *[(f"step '{s.id}': scales.{k}", v) for s in steps
                        for k, v in s.scales.items()]]:
         if "tricks" in m:
             raise _err(path, f"{where}: ", "choose tricks with a step's add/remove, not 'tricks'")
+        for key, value in m.items():
+            for ref in USE_REF_RE.findall(str(value)):
+                if ref not in study.uses:
+                    raise _err(path, f"{where}: {key}: ", f"'${{uses.{ref}}}' is not declared "
+                                                          f"under 'uses'"
+                                                          f"{did_you_mean(ref, study.uses)}")
     _resolve(study)
     return study
+
+
+def _parse_uses(path: Path, raw: Any) -> dict[str, Use]:
+    uses = {}
+    for name, spec in _mapping(path, "", raw, "uses").items():
+        where = f"uses.{name}: "
+        if not USE_NAME_RE.match(name):
+            raise _err(path, where, "a use's name must be letters, digits and '_'")
+        spec = _mapping(path, where, spec, f"uses.{name}")
+        for k in spec:
+            if k not in USE_KEYS:
+                raise _err(path, where, f"unknown key '{k}'{did_you_mean(k, USE_KEYS)}")
+        for k in ("study", "step"):
+            if not isinstance(spec.get(k), str) or not spec[k]:
+                raise _err(path, where, f"'{k}' is required ({USE_KEYS[k]})")
+        seed = spec.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise _err(path, where, f"'seed' must be a non-negative integer, got {seed!r}")
+        scale = spec.get("scale")
+        if scale is not None and scale not in SCALES:
+            raise _err(path, where, f"unknown scale '{scale}'{did_you_mean(str(scale), SCALES)}")
+        file = str(spec.get("file", "checkpoints/last.pt"))
+        if Path(file).is_absolute() or ".." in Path(file).parts:
+            raise _err(path, where, f"'file' must be a path inside the run folder, got '{file}'")
+        uses[name] = Use(name, spec["study"], spec["step"], scale, seed, file)
+    return uses
 
 
 def _parse_steps(path: Path, raw_steps: Any) -> list[Step]:
