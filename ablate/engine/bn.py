@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ablate.errors import AblateError
@@ -36,25 +37,23 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         if b % self.group_size:
             raise RuntimeError(f"batch of {b} is not a multiple of bn_group_size "
                                f"{self.group_size}")
-        g = b // self.group_size
-        xg = x.float().reshape(g, self.group_size, *x.shape[1:])
-        dims = (1, 3, 4)
-        mean = xg.mean(dims, keepdim=True)
-        var = xg.var(dims, unbiased=False, keepdim=True)
-        y = (xg - mean) * torch.rsqrt(var + self.eps)
-        y = y.reshape_as(x).to(x.dtype)
-        if self.affine:
-            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-        if self.track_running_stats:
+        # one native batch_norm per group (3-4x faster on CPU than the statistics written out
+        # as tensor ops); with momentum 1 each call leaves its group's mean and unbiased
+        # variance in the fresh buffers it is given, so the statistics come for free
+        track = self.track_running_stats
+        stats = torch.zeros(2, b // self.group_size, self.num_features, device=x.device) \
+            if track else None
+        y = torch.cat([
+            F.batch_norm(chunk, stats[0, i] if track else None, stats[1, i] if track else None,
+                         self.weight, self.bias, True, 1.0, self.eps)
+            for i, chunk in enumerate(x.split(self.group_size))])
+        if track:
             with torch.no_grad():
-                n = self.group_size * x.shape[2] * x.shape[3]
                 m = self.momentum if self.momentum is not None else 0.1
-                self.running_mean.mul_(1 - m).add_(mean.flatten(1).mean(0), alpha=m)
-                unbiased = var.flatten(1) * n / max(n - 1, 1)
-                self.running_var.mul_(1 - m).add_(unbiased.mean(0), alpha=m)
+                self.running_mean.mul_(1 - m).add_(stats[0].mean(0), alpha=m)
+                self.running_var.mul_(1 - m).add_(stats[1].mean(0), alpha=m)
                 self.num_batches_tracked += 1
-        return y.contiguous(memory_format=torch.channels_last) \
-            if x.is_contiguous(memory_format=torch.channels_last) else y
+        return y
 
 
 def _replace_bn(module: nn.Module, make) -> nn.Module:
