@@ -58,8 +58,9 @@ def run(
     scale = scale or spec.default_scale
     root = _results_root(results)
     extra = list(set_ or [])
-    plans = driver.plan_study(spec, scale=scale, seeds=driver.seeds_for(spec, seeds),
-                              only=[x for o in only or [] for x in o.split(",") if x] or None,
+    only_ids = [x for o in only or [] for x in o.split(",") if x] or None
+    plans = driver.plan_study(spec, scale=scale, seeds=seeds,
+                              only=only_ids,
                               results_root=root, extra=extra)
     out_dir = driver.study_results_dir(spec, root, scale)
     if nproc is not None:
@@ -68,7 +69,7 @@ def run(
         resolve_nproc(nproc)
     for p in plans:
         driver.decide(p, force)
-    deps = driver.plan_dependencies(spec, scale, root, extra)
+    deps = driver.plan_dependencies(spec, scale, root, extra, only=only_ids)
     if all(p.action == "skip" for p in plans):
         deps = []  # nothing to run: what the steps used is not needed again
     for d in deps:

@@ -15,7 +15,7 @@ from ablate.study.driver import study_lock
 from tests.conftest import ROOT, tree_snapshot
 
 STUDY = str(ROOT / "studies" / "fmnist_refinements.yaml")
-STEPS = ["efficient", "cosine", "label_smoothing", "mixup"]
+STEPS = ["efficient", "cosine", "label_smoothing", "distill", "mixup", "distill_mixup"]
 
 
 def test_smoke_study_runs_reports_and_skips_on_rerun(cli, results, fmnist_root):
@@ -35,12 +35,12 @@ def test_smoke_study_runs_reports_and_skips_on_rerun(cli, results, fmnist_root):
     again = cli("run", STUDY, "--scale", "smoke", "--results", results, "--set",
                 f"data.root={fmnist_root}")
     assert again.code == 0
-    assert again.out.count("skip ") == 4
+    assert again.out.count("skip ") == len(STEPS)
     after = tree_snapshot(out)
     assert {k: v for k, v in after.items() if k != ".lock"} == \
         {k: v for k, v in before.items() if k != ".lock"}
     rep = cli("report", results / "fmnist_refinements", "--format", "csv")
-    assert rep.code == 0 and rep.out.splitlines()[0].startswith("id,label,parent")
+    assert rep.code == 0 and rep.out.splitlines()[0].startswith("id,label,column,parent")
     assert len(rep.out.splitlines()) == 1 + 2 * len(STEPS)
 
 

@@ -53,8 +53,9 @@ def _inside(root: Path, path: Path) -> Path:
     return path
 
 
-def seeds_for(study: Study, seeds: int | None) -> list[int]:
-    n = study.seeds if seeds is None else seeds
+def seeds_for(study: Study, seeds: int | None, step: Step | None = None) -> list[int]:
+    """``--seeds`` if given, else the step's column's seed count, else the study's."""
+    n = seeds if seeds is not None else (step.seeds if step and step.seeds else study.seeds)
     if n < 1:
         raise AblateError(f"--seeds must be at least 1, got {n}")
     return [study.seed + i for i in range(n)]
@@ -80,7 +81,8 @@ def _for_tricks(overrides: dict[str, Any], tricks: list[str], where: str) -> dic
 
 # --- studies that use other studies' outputs --------------------------------------------------
 
-SHARED_EXTRA = ("launcher", "paths.", "train.threads")  # --set keys a dependency also gets
+# --set keys a dependency also gets: where things are and how to run them, never what to train
+SHARED_EXTRA = ("launcher", "paths.", "train.threads", "data.root")
 
 
 @dataclass
@@ -127,16 +129,39 @@ def use_targets(study: Study, scale: str, results_root: Path) -> dict[str, tuple
     return out
 
 
+def uses_needed(study: Study, scale: str, only: list[str] | None = None) -> set[str]:
+    """The ``uses`` names that the selected steps' configs refer to (a use referenced only
+    where its trick is off, or only by steps not selected, is not needed)."""
+    from ablate.study.spec import USE_REF_RE
+
+    only = study.select(only)
+    base = {**study.base, **study.scale_overrides(scale)}
+    names: set[str] = set()
+    for step in study.steps:
+        if only and step.id not in only:
+            continue
+        chosen = _for_tricks({**base, **step.overrides_at(scale)}, step.tricks,
+                             f"{study.path}: step '{step.id}': ")
+        names.update(USE_REF_RE.findall(json.dumps(chosen, default=str)))
+    return names
+
+
 def plan_dependencies(study: Study, scale: str, results_root: Path, extra: list[str] = (),
-                      _trail: tuple[str, ...] = ()) -> list[Dependency]:
-    """Plan every step ``study`` uses, theirs first (depth first, each run once). Only the
-    launcher, ``paths.*`` and ``train.threads`` entries of ``extra`` reach them."""
+                      _trail: tuple[str, ...] = (), only: list[str] | None = None
+                      ) -> list[Dependency]:
+    """Plan every step ``study`` uses — those its selected steps (``only``) need — theirs
+    first (depth first, each run once). Only the launcher, ``paths.*`` and ``train.threads``
+    entries of ``extra`` reach them."""
     if study.name in _trail:
         raise AblateError(f"{study.path}: 'uses' cycle {' → '.join((*_trail, study.name))}")
     shared = [o for o in extra if o.split("=")[0].lstrip("+~").startswith(SHARED_EXTRA)]
+    needed = uses_needed(study, scale, only)
     deps: list[Dependency] = []
-    for dep, dep_scale, use, path in use_targets(study, scale, results_root).values():
-        deps += plan_dependencies(dep, dep_scale, results_root, extra, (*_trail, study.name))
+    for name, (dep, dep_scale, use, path) in use_targets(study, scale, results_root).items():
+        if name not in needed:
+            continue
+        deps += plan_dependencies(dep, dep_scale, results_root, extra, (*_trail, study.name),
+                                  only=[use.step])
         plans = plan_study(dep, scale=dep_scale, seeds=[use.seed], only=[use.step],
                            results_root=results_root, extra=shared)
         deps.append(Dependency(dep, use.step, dep_scale, use.seed, path, plans))
@@ -159,17 +184,16 @@ def _substitute(value: Any, paths: dict[str, Path]) -> Any:
     return value
 
 
-def plan_study(study: Study, *, scale: str, seeds: list[int], only: list[str] | None,
+def plan_study(study: Study, *, scale: str, seeds: list[int] | int | None,
+               only: list[str] | None,
                results_root: Path, extra: list[str] = ()) -> list[RunPlan]:
-    """Compose and check every selected step × seed. Raises ``AblateError`` before any run."""
+    """Compose and check every selected step × seed (``seeds``: exact seeds, or a count / None
+    for :func:`seeds_for`). Raises ``AblateError`` before any run."""
     from ablate.data import DataSource  # noqa: F401  (registers datasets)
     from ablate.registry import DATASETS
     from ablate.tricks import check_tricks  # (registers tricks)
 
-    ids = [s.id for s in study.steps]
-    for o in only or []:
-        if o not in ids:
-            raise AblateError(f"{study.path}: --only '{o}': no such step{did_you_mean(o, ids)}")
+    only = study.select(only)
     base = {**study.base, **study.scale_overrides(scale)}
     out_dir = study_results_dir(study, results_root, scale)
     used = {name: t[3] for name, t in use_targets(study, scale, results_root).items()}
@@ -178,7 +202,7 @@ def plan_study(study: Study, *, scale: str, seeds: list[int], only: list[str] | 
         if only and step.id not in only:
             continue
         where = f"{study.path}: step '{step.id}': "
-        for seed in seeds:
+        for seed in seeds if isinstance(seeds, list) else seeds_for(study, seeds, step):
             chosen = _substitute(_for_tricks({**base, **step.overrides_at(scale)}, step.tricks,
                                               where), used)
             overrides = [*to_overrides(chosen),

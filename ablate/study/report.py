@@ -4,6 +4,11 @@ paper's value and its deltas. Deltas are always computed from the metric columns
 where a study records the paper's printed Δ and it disagrees with the paper's own metric
 column, the report says so.
 
+A study with columns (the same chain under several settings) puts the columns side by side,
+one row per step of the file, as the paper does. With ``time:`` set, each run's wall time is
+shown (``total`` in hours, ``per_epoch`` in minutes), averaged over seeds, beside the paper's
+``time`` reference value where a step records one (in the same unit).
+
 Reads only ``metrics.json`` files and the study file (never logs).
 """
 
@@ -40,7 +45,10 @@ class Row:
     ref_delta: float | None = None
     ref_cum_delta: float | None = None
     wall_time_s: float | None = None
+    epoch_time_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    base: str = ""
+    column: str | None = None
 
 
 @dataclass
@@ -54,6 +62,8 @@ class Report:
     scale: str
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
+    columns: list[tuple[str, str]] = field(default_factory=list)  # (id, label)
+    time: str | None = None
 
 
 def _runs(step_dir: Path) -> list[dict[str, Any]]:
@@ -76,7 +86,8 @@ def build_report(study: Study, results_dir: Path, scale: str) -> Report:
         status = ("completed" if done and not failed else "partial" if done
                   else "failed" if failed else "not run")
         row = Row(s.id, s.label, s.parent, s.root, status, ref=dict(s.ref),
-                  seeds=sorted(int(r.get("seed", 0)) for r in done))
+                  seeds=sorted(int(r.get("seed", 0)) for r in done), base=s.base or s.id,
+                  column=s.column)
         for m in study.metrics:
             vals = [float(r["metrics"][m]) for r in done if m in r.get("metrics", {})]
             if vals:
@@ -84,6 +95,9 @@ def build_report(study: Study, results_dir: Path, scale: str) -> Report:
                 row.std[m] = statistics.stdev(vals) if len(vals) > 1 else 0.0
         if done:
             row.wall_time_s = statistics.fmean(float(r.get("wall_time_s", 0)) for r in done)
+            if all("train_time_s" in r for r in done):
+                row.epoch_time_s = statistics.fmean(
+                    float(r["train_time_s"]) / max(int(r.get("epochs", 1)), 1) for r in done)
         for r in failed:
             row.notes.append(f"seed {r.get('seed')} failed: {r.get('reason')}")
         rows[s.id] = row
@@ -109,7 +123,8 @@ def build_report(study: Study, results_dir: Path, scale: str) -> Report:
                 f"paper: row '{s.label}' prints Δ {printed:+.2f}, but its {m} column gives "
                 f"{row.ref[m]:.2f} − {parent.ref[m]:.2f} = {row.ref_delta:+.2f} (used here)")
     return Report(study.name, study.title, study.table, study.paper, m, list(study.metrics),
-                  scale, list(rows.values()), report_notes)
+                  scale, list(rows.values()), report_notes,
+                  columns=[(c.id, c.label) for c in study.columns], time=study.time)
 
 
 def locate(path: Path, results_root: Path, scale: str | None) -> tuple[Study, Path, str]:
@@ -153,25 +168,57 @@ def _ours(row: Row, m: str) -> str:
     return s
 
 
-def table(report: Report) -> tuple[list[str], list[list[str]]]:
+def _time(report: Report, row: Row) -> str:
+    if report.time == "per_epoch":
+        return _num(None if row.epoch_time_s is None else row.epoch_time_s / 60)
+    return _num(None if row.wall_time_s is None else row.wall_time_s / 3600)
+
+
+def _cells(report: Report, rows: list[Row], prefix: str = "") -> tuple[list[str], list[list[str]]]:
+    """Header and cells of one column of the table (the whole table without columns)."""
     m = report.metric
-    has_ref = any(r.ref for r in report.rows)
-    head = ["step", f"{m}", "Δ", "cum Δ"]
-    head += [x for x in report.metrics if x != m]
+    has_ref = any(r.ref for r in rows)
+    head = [f"{prefix}{m}", "Δ", "cum Δ"] + [f"{prefix}{x}" for x in report.metrics if x != m]
+    if report.time:
+        head += [f"{prefix}time ({'min/epoch' if report.time == 'per_epoch' else 'h'})"]
+    ref_time = report.time is not None and any("time" in r.ref for r in rows)
     if has_ref:
         head += [f"paper {m}", "paper Δ", "paper cum Δ"]
         head += [f"paper {x}" for x in report.metrics if x != m]
+        head += ["paper time"] if ref_time else []
     head += ["runs"]
     body = []
-    for r in report.rows:
-        line = [r.label, _ours(r, m), _num(r.delta, True), _num(r.cum_delta, True)]
+    for r in rows:
+        line = [_ours(r, m), _num(r.delta, True), _num(r.cum_delta, True)]
         line += [_ours(r, x) for x in report.metrics if x != m]
+        if report.time:
+            line += [_time(report, r)]
         if has_ref:
             line += [_num(r.ref.get(m)), _num(r.ref_delta, True), _num(r.ref_cum_delta, True)]
             line += [_num(r.ref.get(x)) for x in report.metrics if x != m]
+            line += [_num(r.ref.get("time"))] if ref_time else []
         line += [str(len(r.seeds)) if r.status == "completed" else
                  f"{len(r.seeds)} ({r.status})"]
         body.append(line)
+    return head, body
+
+
+def table(report: Report) -> tuple[list[str], list[list[str]]]:
+    """One row per step; with columns, each column's cells side by side (headers prefixed
+    with the column's label)."""
+    if not report.columns:
+        head, body = _cells(report, report.rows)
+        return ["step", *head], [[r.label, *cells] for r, cells in zip(report.rows, body)]
+    bases = list(dict.fromkeys(r.base for r in report.rows))
+    labels = {r.base: r.label for r in report.rows}
+    head, body = ["step"], [[labels[b]] for b in bases]
+    for cid, clabel in report.columns:
+        by_base = {r.base: r for r in report.rows if r.column == cid}
+        rows = [by_base[b] for b in bases]
+        h, cells = _cells(report, rows, prefix=f"{clabel} ")
+        head += h
+        for line, c in zip(body, cells):
+            line += c
     return head, body
 
 
@@ -199,17 +246,19 @@ def _r(v: float | None) -> float | str:
 def to_csv(report: Report) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    fields = ["id", "label", "parent", "status", "n_seeds", "metric", "mean", "std", "delta",
-              "cum_delta", "ref", "ref_delta", "ref_cum_delta"]
+    fields = ["id", "label", "column", "parent", "status", "n_seeds", "metric", "mean", "std",
+              "delta", "cum_delta", "ref", "ref_delta", "ref_cum_delta", "wall_time_s",
+              "epoch_time_s"]
     w.writerow(fields)
     for r in report.rows:
         for m in report.metrics:
             primary = m == report.metric
-            w.writerow([r.id, r.label, r.parent or "", r.status, len(r.seeds), m,
-                        _r(r.mean.get(m)), _r(r.std.get(m)),
+            w.writerow([r.id, r.label, r.column or "", r.parent or "", r.status, len(r.seeds),
+                        m, _r(r.mean.get(m)), _r(r.std.get(m)),
                         _r(r.delta if primary else None), _r(r.cum_delta if primary else None),
                         _r(r.ref.get(m)), _r(r.ref_delta if primary else None),
-                        _r(r.ref_cum_delta if primary else None)])
+                        _r(r.ref_cum_delta if primary else None), _r(r.wall_time_s),
+                        _r(r.epoch_time_s)])
     return buf.getvalue()
 
 
@@ -261,7 +310,8 @@ def plot_waterfall(report: Report, path: Path) -> None:
             ax.plot([i - 0.3, i + 0.3], [r.ref_cum_delta] * 2, color="black", lw=1.2,
                     ls="--", label="paper cum Δ" if i == 0 else None)
     ax.axhline(0, color="black", lw=0.6)
-    ax.set_xticks(range(len(rows)), [r.label for r in rows], rotation=30, ha="right",
+    ax.set_xticks(range(len(rows)), [f"{r.label} ({r.column})" if r.column else r.label
+                                     for r in rows], rotation=30, ha="right",
                   fontsize=8)
     ax.set_ylabel(f"cumulative Δ {report.metric}")
     ax.set_title(report.title, fontsize=10)

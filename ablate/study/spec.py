@@ -10,6 +10,14 @@ backbone — by name: ``uses: {teacher: {study: fmnist_teacher, step: teacher}}`
 ``${uses.teacher}`` in any override value stands for that run's ``checkpoints/last.pt`` under
 the same results root. ``ablate run`` runs (or reuses) that step first.
 
+A study may have ``columns``: the same chain of steps run under several settings side by side,
+as the paper's tables do (batch 256 | 1024; ResNet-50-D | Inception-V3 | MobileNet). Each
+column adds/removes tricks and sets values for every step (its ``set`` wins over a step's) and
+may ask for its own number of seeds; a step's ``ref`` then maps each column to its reference
+values. Every step × column becomes one run ``<step>.<column>`` with parent
+``<parent>.<column>``, so each column is a chain (or tree) of its own, and the report puts the
+columns beside each other.
+
 Everything is checked before anything runs; each problem is reported with the file, the step and
 the item at fault.
 """
@@ -35,7 +43,14 @@ STUDY_KEYS = {
     "default_scale": "scale used when --scale is not given", "seeds": "default number of seeds",
     "seed": "first seed", "steps": "ordered rows", "notes": "free text",
     "uses": "other studies' step outputs this study reads (name: {study, step, ...})",
+    "columns": "settings the whole chain runs under side by side (list of {id, label, ...})",
+    "time": "show each run's wall time in the report: total | per_epoch",
 }
+COLUMN_KEYS = {"id": "column id (run folder suffix)", "label": "header in the report",
+               "add": "tricks on in every step", "remove": "tricks off in every step",
+               "set": "overrides for every step", "scales": "per-scale overrides",
+               "seeds": "seeds per step in this column (default: the study's)"}
+TIME_MODES = ("total", "per_epoch")
 USE_KEYS = {"study": "the study's name or file (relative to this file)", "step": "its step id",
             "scale": "its scale (default: this run's scale)", "seed": "its seed (default 0)",
             "file": "the file inside its run folder (default checkpoints/last.pt)"}
@@ -61,6 +76,11 @@ class Step:
     overrides: dict[str, Any] = field(default_factory=dict)
     scale_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     root: str = ""
+    # columns: each step × column is a step of its own (``<base>.<column>``)
+    base: str = ""  # the step id in the file
+    column: str | None = None
+    seeds: int | None = None  # the column's seed count
+    column_refs: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def overrides_at(self, scale: str) -> dict[str, Any]:
         """This step's overrides (inherited ``set`` + its scale's ``scales`` entries)."""
@@ -79,6 +99,17 @@ class Use:
 
 
 @dataclass
+class Column:
+    id: str
+    label: str
+    add: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    set: dict[str, Any] = field(default_factory=dict)
+    scales: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: int | None = None
+
+
+@dataclass
 class Study:
     path: Path
     name: str
@@ -94,7 +125,31 @@ class Study:
     paper: str = ""
     table: str = ""
     uses: dict[str, Use] = field(default_factory=dict)
+    columns: list[Column] = field(default_factory=list)
+    time: str | None = None  # total | per_epoch: wall time in the report
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_steps(self) -> list[Step]:
+        """The rows as written in the file (one per step, whatever the columns)."""
+        seen: dict[str, Step] = {}
+        for s in self.steps:
+            seen.setdefault(s.base or s.id, s)
+        return list(seen.values())
+
+    def select(self, only: list[str] | None) -> list[str] | None:
+        """``--only`` ids → step ids; a row's id stands for all its columns."""
+        if not only:
+            return only
+        ids = [s.id for s in self.steps]
+        out: list[str] = []
+        for o in only:
+            match = [s.id for s in self.steps if s.id == o or s.base == o]
+            if not match:
+                raise AblateError(f"{self.path}: --only '{o}': no such step"
+                                  f"{did_you_mean(o, ids + [s.base for s in self.steps])}")
+            out += [m for m in match if m not in out]
+        return out
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:
@@ -182,17 +237,24 @@ def load_study(path: str | Path) -> Study:
                          or (k == "seeds" and raw[k] < 1)):
             raise _err(path, "", f"'{k}' must be a {'positive' if k == 'seeds' else 'non-negative'}"
                                  f" integer, got {raw[k]!r}")
-    steps = _parse_steps(path, raw["steps"])
+    columns = _parse_columns(path, raw.get("columns"))
+    time_mode = raw.get("time")
+    if time_mode is not None and time_mode not in TIME_MODES:
+        raise _err(path, "", f"'time' must be one of {', '.join(TIME_MODES)}, got {time_mode!r}")
+    steps = _parse_steps(path, raw["steps"], [c.id for c in columns])
     study = Study(path=path, name=name, title=str(raw.get("title", name)), metric=metric,
                   metrics=metrics, steps=steps, base=_mapping(path, "", raw.get("base"), "base"),
                   scales=scales, default_scale=default_scale, seeds=int(raw.get("seeds", 1)),
                   seed=int(raw.get("seed", 0)), paper=str(raw.get("paper", "")),
                   table=str(raw.get("table", "")), uses=_parse_uses(path, raw.get("uses")),
-                  raw=raw)
+                  columns=columns, time=time_mode, raw=raw)
     for where, m in [("base", study.base), *[(f"scales.{k}", v) for k, v in scales.items()],
                      *[(f"step '{s.id}': set", s.set) for s in steps],
                      *[(f"step '{s.id}': scales.{k}", v) for s in steps
-                       for k, v in s.scales.items()]]:
+                       for k, v in s.scales.items()],
+                     *[(f"column '{c.id}': set", c.set) for c in columns],
+                     *[(f"column '{c.id}': scales.{k}", v) for c in columns
+                       for k, v in c.scales.items()]]:
         if "tricks" in m:
             raise _err(path, f"{where}: ", "choose tricks with a step's add/remove, not 'tricks'")
         for key, value in m.items():
@@ -202,7 +264,70 @@ def load_study(path: str | Path) -> Study:
                                                           f"under 'uses'"
                                                           f"{did_you_mean(ref, study.uses)}")
     _resolve(study)
+    if columns:
+        study.steps = _expand_columns(study)
     return study
+
+
+def _parse_columns(path: Path, raw: Any) -> list[Column]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not raw:
+        raise _err(path, "", "'columns' must be a non-empty list of {id, label, ...}")
+    out: list[Column] = []
+    for i, rc in enumerate(raw):
+        if not isinstance(rc, dict) or "id" not in rc:
+            raise _err(path, f"column #{i + 1}: ", "each column must be a mapping with an 'id'")
+        cid = str(rc["id"])
+        where = f"column '{cid}': "
+        if not ID_RE.match(cid) or "." in cid:
+            raise _err(path, where, "id must be letters, digits, '_', '-'")
+        if cid in (c.id for c in out):
+            raise _err(path, where, "duplicate column id")
+        for k in rc:
+            if k not in COLUMN_KEYS:
+                raise _err(path, where, f"unknown key '{k}'{did_you_mean(k, COLUMN_KEYS)}")
+        seeds = rc.get("seeds")
+        if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int)
+                                  or seeds < 1):
+            raise _err(path, where, f"'seeds' must be a positive integer, got {seeds!r}")
+        out.append(Column(cid, str(rc.get("label", cid)),
+                          add=_names(path, where, rc.get("add"), "add"),
+                          remove=_names(path, where, rc.get("remove"), "remove"),
+                          set=_mapping(path, where, rc.get("set"), "set"),
+                          scales=_step_scales(path, where, rc.get("scales")), seeds=seeds))
+    return out
+
+
+def _expand_columns(study: Study) -> list[Step]:
+    """Every step × column as a step of its own; columns run one after the other."""
+    out: list[Step] = []
+    for c in study.columns:
+        for s in study.steps:
+            where = f"step '{s.id}', column '{c.id}': "
+            tricks = list(s.tricks)
+            for t in c.remove:
+                if t not in tricks:
+                    raise _err(study.path, where, f"cannot remove '{t}': the step's tricks are "
+                                                  f"[{', '.join(tricks)}]")
+                tricks.remove(t)
+            for t in c.add:
+                if t in tricks:
+                    raise _err(study.path, where, f"'{t}' is already on (added by the step "
+                                                  "or an ancestor)")
+                tricks.append(t)
+            scale_overrides = {k: dict(v) for k, v in s.scale_overrides.items()}
+            for scale, m in c.scales.items():
+                scale_overrides.setdefault(scale, {}).update(m)
+            out.append(Step(
+                id=f"{s.id}.{c.id}", label=s.label,
+                parent=None if s.parent is None else f"{s.parent}.{c.id}",
+                ref=dict(s.column_refs.get("ref", {}).get(c.id, {})),
+                ref_delta=dict(s.column_refs.get("ref_delta", {}).get(c.id, {})),
+                tricks=tricks, overrides={**s.overrides, **c.set},
+                scale_overrides=scale_overrides, root=f"{s.root}.{c.id}", base=s.id,
+                column=c.id, seeds=c.seeds))
+    return out
 
 
 def _parse_uses(path: Path, raw: Any) -> dict[str, Use]:
@@ -231,7 +356,20 @@ def _parse_uses(path: Path, raw: Any) -> dict[str, Use]:
     return uses
 
 
-def _parse_steps(path: Path, raw_steps: Any) -> list[Step]:
+def _column_numbers(path: Path, where: str, value: Any, what: str,
+                    columns: list[str]) -> dict[str, dict[str, float]]:
+    """``{column: {metric: value}}`` (a study with columns)."""
+    out = {}
+    for col, v in _mapping(path, where, value, what).items():
+        if col not in columns:
+            raise _err(path, where, f"'{what}' is keyed by column; no column '{col}'"
+                                    f"{did_you_mean(col, columns)} (columns: "
+                                    f"{', '.join(columns)})")
+        out[col] = _numbers(path, where, v, f"{what}.{col}")
+    return out
+
+
+def _parse_steps(path: Path, raw_steps: Any, columns: list[str] = ()) -> list[Step]:
     if not isinstance(raw_steps, list) or not raw_steps:
         raise _err(path, "", "'steps' must be a non-empty list")
     steps: list[Step] = []
@@ -257,8 +395,11 @@ def _parse_steps(path: Path, raw_steps: Any) -> list[Step]:
             remove=_names(path, where, rs.get("remove"), "remove"),
             set=_mapping(path, where, rs.get("set"), "set"),
             scales=_step_scales(path, where, rs.get("scales")),
-            ref=_numbers(path, where, rs.get("ref"), "ref"),
-            ref_delta=_numbers(path, where, rs.get("ref_delta"), "ref_delta")))
+            ref={} if columns else _numbers(path, where, rs.get("ref"), "ref"),
+            ref_delta={} if columns else _numbers(path, where, rs.get("ref_delta"), "ref_delta"),
+            column_refs={k: _column_numbers(path, where, rs.get(k), k, list(columns))
+                         for k in ("ref", "ref_delta")} if columns else {},
+            base=sid))
     return steps
 
 

@@ -1,12 +1,16 @@
 """Zero γ (Goyal et al., 2017; Bag of Tricks Sec. 3.1): γ = 0 in the last BN of every residual
 block (not the shortcut's BN), so each block starts as the identity. Uses the model's
-``zero_init_last()`` capability (timm's convention) rather than type checks."""
+``zero_init_last()`` capability (timm's convention) rather than type checks.
+
+A network without residual blocks (MobileNet v1, Inception-V3) has nothing to zero: the paper's
+"efficient" recipe for those (Tables 3 and 6) is the same list of heuristics, and the reference
+code simply has no last-γ option for them. The trick then leaves the model as it is and says so
+in the run's log, so one recipe can be stacked over every network of a table."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from ablate.errors import AblateError
 from ablate.registry import TRICKS
 from ablate.tricks.base import BuildContext, Trick
 
@@ -18,7 +22,8 @@ class ZeroGamma(Trick):
 
     def edit_model(self, model: nn.Module, ctx: BuildContext) -> nn.Module:
         if not callable(getattr(model, "zero_init_last", None)):
-            raise AblateError(f"zero_gamma: model {type(model).__name__} has no residual "
-                              "blocks to zero-initialise (no zero_init_last())")
+            print(f"zero_gamma: {type(model).__name__} has no residual blocks; nothing to "
+                  "zero-initialise", flush=True)
+            return model
         model.zero_init_last()
         return model

@@ -102,8 +102,9 @@ def test_csv_json_latex(study_and_results):
     study, res = study_and_results
     rep = build_report(study, res, "full")
     csv_lines = render(rep, "csv").splitlines()
-    assert csv_lines[0].startswith("id,label,parent,status,n_seeds,metric,mean,std,delta")
-    assert csv_lines[3] == "cosine,+ cosine lr schedule,base,completed,1,map,71.5,0.0,0.5,0.5,79.59,1.82,1.82"
+    assert csv_lines[0].startswith("id,label,column,parent,status,n_seeds,metric,mean,std,delta")
+    assert csv_lines[3] == ("cosine,+ cosine lr schedule,,base,completed,1,map,71.5,0.0,0.5,0.5,79.59,1.82,"
+                            "1.82,10.0,")
     data = json.loads(render(rep, "json"))
     assert data["rows"][1]["mean"] == {"map": 71.0}
     tex = render(rep, "latex")

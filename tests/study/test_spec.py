@@ -12,6 +12,7 @@ from ablate.study.driver import plan_study
 from ablate.study.spec import load_study
 from tests.data.test_coco import make_coco
 from tests.data.test_voc import make_devkit
+from tests.study.test_imagenet_studies import make_imagenet_1000
 
 STUDIES = sorted(STUDIES_DIR.glob("*.yaml"))
 
@@ -23,7 +24,10 @@ def test_every_study_validates_and_composes(path, fmnist_root, tmp_path):
     extra = {"fashion_mnist": [f"data.root={fmnist_root}"],
              "fashion_scenes": [f"data.fmnist_root={fmnist_root}", f"paths.data={tmp_path}",
                                 "data.num_train=8", "data.num_test=4"],
-             "voc": [f"paths.data={tmp_path}"], "coco": [f"paths.data={tmp_path}"]}[data]
+             "voc": [f"paths.data={tmp_path}"], "coco": [f"paths.data={tmp_path}"],
+             "imagenet": [f"paths.data={tmp_path}"]}[data]
+    if data == "imagenet":
+        make_imagenet_1000(tmp_path)
     if data in ("voc", "coco"):  # a tiny dataset and a stand-in pretrained file
         make_devkit(tmp_path / "voc")
         make_coco(tmp_path / "coco", "val2017")
