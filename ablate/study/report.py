@@ -6,8 +6,9 @@ column, the report says so.
 
 A study with columns (the same chain under several settings) puts the columns side by side,
 one row per step of the file, as the paper does. With ``time:`` set, each run's wall time is
-shown (``total`` in hours, ``per_epoch`` in minutes), averaged over seeds, beside the paper's
-``time`` reference value where a step records one (in the same unit).
+shown (``total`` in hours, ``total_min`` in minutes, ``per_epoch`` in minutes per epoch),
+averaged over seeds, beside the paper's ``time`` reference value where a step records one (in
+its own unit: the paper's hours on its GPUs).
 
 Reads only ``metrics.json`` files and the study file (never logs).
 """
@@ -168,10 +169,12 @@ def _ours(row: Row, m: str) -> str:
     return s
 
 
+TIME_UNITS = {"total": ("h", 3600.0), "total_min": ("min", 60.0), "per_epoch": ("min/epoch", 60.0)}
+
+
 def _time(report: Report, row: Row) -> str:
-    if report.time == "per_epoch":
-        return _num(None if row.epoch_time_s is None else row.epoch_time_s / 60)
-    return _num(None if row.wall_time_s is None else row.wall_time_s / 3600)
+    seconds = row.epoch_time_s if report.time == "per_epoch" else row.wall_time_s
+    return _num(None if seconds is None else seconds / TIME_UNITS[report.time][1])
 
 
 def _cells(report: Report, rows: list[Row], prefix: str = "") -> tuple[list[str], list[list[str]]]:
@@ -180,7 +183,7 @@ def _cells(report: Report, rows: list[Row], prefix: str = "") -> tuple[list[str]
     has_ref = any(r.ref for r in rows)
     head = [f"{prefix}{m}", "Δ", "cum Δ"] + [f"{prefix}{x}" for x in report.metrics if x != m]
     if report.time:
-        head += [f"{prefix}time ({'min/epoch' if report.time == 'per_epoch' else 'h'})"]
+        head += [f"{prefix}time ({TIME_UNITS[report.time][0]})"]
     ref_time = report.time is not None and any("time" in r.ref for r in rows)
     if has_ref:
         head += [f"paper {m}", "paper Δ", "paper cum Δ"]

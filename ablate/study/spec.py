@@ -44,13 +44,13 @@ STUDY_KEYS = {
     "seed": "first seed", "steps": "ordered rows", "notes": "free text",
     "uses": "other studies' step outputs this study reads (name: {study, step, ...})",
     "columns": "settings the whole chain runs under side by side (list of {id, label, ...})",
-    "time": "show each run's wall time in the report: total | per_epoch",
+    "time": "show each run's wall time in the report: total (h) | total_min | per_epoch (min)",
 }
 COLUMN_KEYS = {"id": "column id (run folder suffix)", "label": "header in the report",
                "add": "tricks on in every step", "remove": "tricks off in every step",
                "set": "overrides for every step", "scales": "per-scale overrides",
                "seeds": "seeds per step in this column (default: the study's)"}
-TIME_MODES = ("total", "per_epoch")
+TIME_MODES = ("total", "total_min", "per_epoch")
 USE_KEYS = {"study": "the study's name or file (relative to this file)", "step": "its step id",
             "scale": "its scale (default: this run's scale)", "seed": "its seed (default 0)",
             "file": "the file inside its run folder (default checkpoints/last.pt)"}

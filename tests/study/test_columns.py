@@ -93,7 +93,7 @@ def test_plans_use_each_columns_seeds_unless_given(tmp_path, fmnist_root):
     (("    add: [amp]", "    add: [linear_scaling]"),
      "step 'ls', column 'large': 'linear_scaling' is already on"),
     (("    seeds: 2", "    seed: 2"), "column 'small': unknown key 'seed' (did you mean 'seeds'?)"),
-    (("time: per_epoch", "time: hours"), "'time' must be one of total, per_epoch"),
+    (("time: per_epoch", "time: hours"), "'time' must be one of total, total_min, per_epoch"),
     (("  - id: large", "  - id: small"), "column 'small': duplicate column id"),
 ])
 def test_bad_columns_are_named(tmp_path, edit, message):
