@@ -28,6 +28,10 @@ def _results_root(results: Optional[Path]) -> Path:
     return Path(results or os.environ.get("ABLATE_RESULTS", "results"))
 
 
+def _say(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def run(
     study: str = typer.Argument(..., help="Study file (studies/X.yaml) or its name."),
@@ -35,41 +39,71 @@ def run(
     seeds: Optional[int] = typer.Option(None, help="Seeds per step (default: the study's)."),
     only: Optional[List[str]] = typer.Option(None, help="Run only these step ids (repeatable, or comma-separated)."),
     nproc: Optional[str] = typer.Option(None, help="Processes per run: N or auto (GPUs, else 1)."),
+    parallel: int = typer.Option(
+        1, "--parallel", "-j", min=1,
+        help="Run up to K steps at once: on GPUs each on its own devices (K × nproc must fit "
+             "the visible GPUs); on CPU K processes share the cores, which only pays with "
+             "enough cores; with launcher=slurm K jobs at a time."),
     results: Optional[Path] = typer.Option(None, help="Results root [default: ./results]."),
     force: bool = typer.Option(False, help="Re-run steps whose config changed or completed "
                                            "(old runs are moved to .replaced/, never deleted)."),
     keep_going: bool = typer.Option(False, help="Continue with the next step after a failure."),
-    dry_run: bool = typer.Option(False, help="Print what would run or be skipped, and stop."),
+    dry_run: bool = typer.Option(False, help="Print what would run, be skipped or shared, and how "
+                                             "it would be launched; then stop."),
     set_: Optional[List[str]] = typer.Option(
         None, "--set", help="Extra override for every step, e.g. --set data.root=/data/fmnist "
                             "(repeatable; part of the config hash)."),
 ) -> None:
-    """Run every step of a study that is not complete yet, then print its table."""
+    """Run every step of a study that is not complete yet, then print its table.
+
+    Identical configs are trained once and shared. Launchers: docs/launchers.md.
+    """
+    from contextlib import ExitStack
+
+    from omegaconf import OmegaConf
+
     from ablate.config import STUDIES_DIR
-    from ablate.study import driver, report
-    from ablate.study.progress import StudyProgress
+    from ablate.launch import multinode, nproc_for
+    from ablate.study import driver
     from ablate.study.spec import find_study, load_study
 
     spec = load_study(find_study(study, STUDIES_DIR))
-    if not dry_run:
+    extra = list(set_ or [])
+    chosen = [o.split("=", 1)[1] for o in extra if o.split("=")[0].lstrip("+") == "launcher"]
+    if not dry_run and chosen[-1:] in ([], ["local"]):
         from ablate.launch import prestart
 
-        prestart()
+        prestart()  # the forkserver of the local launcher warms up while the study is planned
     scale = scale or spec.default_scale
     root = _results_root(results)
-    extra = list(set_ or [])
     only_ids = [x for o in only or [] for x in o.split(",") if x] or None
     plans = driver.plan_study(spec, scale=scale, seeds=seeds,
                               only=only_ids,
                               results_root=root, extra=extra)
-    out_dir = driver.study_results_dir(spec, root, scale)
+    launcher = OmegaConf.to_container(plans[0].cfg.launcher, resolve=True)
     if nproc is not None:
-        from ablate.launch import resolve_nproc
+        nproc_for(launcher, nproc)
+    deps = driver.plan_dependencies(spec, scale, root, extra, only=only_ids)
+    if multinode.is_follower(launcher):
+        return _follow(plans, deps, launcher, nproc, dry_run)
+    with ExitStack() as stack:
+        if launcher["name"] == "multinode" and not dry_run:
+            stack.enter_context(multinode.leading(launcher))
+        _lead(spec, scale, root, plans, deps, nproc=nproc, parallel=parallel, force=force,
+              keep_going=keep_going, dry_run=dry_run)
 
-        resolve_nproc(nproc)
+
+def _lead(spec, scale, root, plans, deps, *, nproc, parallel, force, keep_going,
+          dry_run) -> None:
+    """``ablate run`` on one machine, or on node 0: decide, lock, execute, report."""
+    from rich.console import Console
+
+    from ablate.study import driver, report
+    from ablate.study.progress import StudyProgress
+
+    out_dir = driver.study_results_dir(spec, root, scale)
     for p in plans:
         driver.decide(p, force)
-    deps = driver.plan_dependencies(spec, scale, root, extra, only=only_ids)
     if all(p.action == "skip" for p in plans):
         deps = []  # nothing to run: what the steps used is not needed again
     for d in deps:
@@ -78,47 +112,43 @@ def run(
             if p.action == "refuse":
                 raise AblateError(f"{spec.path}: uses {d.study.name}/{d.step}: {p.reason}; "
                                   f"re-run that study ({d.study.path}) with --force first")
+        driver.mark_shared(d.plans, root)
+    driver.mark_shared(plans, root)
     refused = [p for p in plans if p.action == "refuse"]
     if dry_run:
-        for d in deps:
-            for p in d.plans:
-                console.print(f"uses {d.study.name} {d.scale} {d.step} seed {p.seed}: "
-                              f"{p.action}  {d.path}", markup=False, highlight=False,
-                              soft_wrap=True)
-        for p in plans:
-            console.print(f"{p.step.id} seed {p.seed}: {p.action}"
-                          f"{' (' + p.reason + ')' if p.reason else ''}  {p.run_dir}",
-                          markup=False, highlight=False, soft_wrap=True)
-            console.print("   overrides: " + " ".join(o for o in p.overrides
-                                                       if not o.startswith("paths.")),
-                          markup=False, highlight=False, soft_wrap=True)
+        _print_plan(spec, plans, deps, nproc, parallel)
         return
     if refused:
         lines = "\n".join(f"  {p.run_dir}: {p.reason}" for p in refused)
         raise AblateError(f"{spec.path}: refusing to overwrite results whose config changed:\n"
                           f"{lines}\nre-run with --force to move them to "
                           f"{out_dir / '.replaced'} and start again")
+    from ablate.study.runner import check_launches
+
+    check_launches([*(p for d in deps for p in d.plans), *plans], nproc, parallel)
+    # several runs at once print plain lines, each prefixed with its step
+    shown = console if parallel == 1 else Console(force_terminal=False)
     dep_todo = [d for d in deps if any(p.action != "skip" for p in d.plans)]
     with StudyProgress(sum(p.action != "skip" for d in dep_todo for p in d.plans),
-                       console) as progress:
+                       shown) as progress:
         for d in dep_todo:  # the steps this study uses, first
             dep_dir = driver.study_results_dir(d.study, root, d.scale)
             with driver.study_lock(dep_dir):
                 try:
                     driver.execute(d.study, d.plans, out_dir=dep_dir, keep_going=False,
-                                   nproc=nproc, progress=progress)
+                                   nproc=nproc, progress=progress, parallel=parallel)
                 except driver.StepFailed as e:
                     print(f"error: {d.study.name} (used by {spec.name}): {e}", file=sys.stderr,
                           flush=True)
                     raise typer.Exit(1)
     with driver.study_lock(out_dir):
-        with StudyProgress(sum(p.action != "skip" for p in plans), console) as progress:
+        with StudyProgress(sum(p.action != "skip" for p in plans), shown) as progress:
             for p in plans:
                 if p.action == "skip":
                     console.print(f"skip {p.step.id} seed {p.seed} (completed)")
             try:
                 driver.execute(spec, plans, out_dir=out_dir, keep_going=keep_going, nproc=nproc,
-                               progress=progress)
+                               progress=progress, parallel=parallel)
             except driver.StepFailed as e:
                 print(f"error: {e}", file=sys.stderr, flush=True)
                 sys.stdout.write(report.to_markdown(report.build_report(spec, out_dir, scale)))
@@ -126,11 +156,70 @@ def run(
     sys.stdout.write("\n" + report.to_markdown(report.build_report(spec, out_dir, scale)))
 
 
+def _print_plan(spec, plans, deps, nproc, parallel) -> None:
+    """The dry run: each run's decision and how it would be launched."""
+    from ablate.launch import check, describe, device_slots, nproc_for
+    from ablate.study.share import source_dir
+
+    def show(prefix: str, p) -> None:
+        if p.action == "share":
+            _say(f"{prefix}: share {source_dir(p)}  {p.run_dir}")
+            return
+        _say(f"{prefix}: {p.action}{' (' + p.reason + ')' if p.reason else ''}  {p.run_dir}")
+        if p.action in ("skip", "refuse"):
+            return
+        n = nproc_for(p.cfg.launcher, nproc)
+        check(p.cfg.launcher, n, parallel, strict=False)
+        first, *more = describe(p.cfg.launcher, n, p.run_dir / "config.yaml", p.hash).splitlines()
+        _say(f"   launch: {first}")
+        for line in more:
+            _say(f"           {line}")
+
+    if parallel > 1:
+        todo = [p for p in plans if p.action not in ("skip", "refuse", "share")]
+        if todo:
+            n = nproc_for(todo[0].cfg.launcher, nproc)
+            slots = device_slots(todo[0].cfg.launcher, n, parallel)
+            _say(f"up to {parallel} runs at once" + (
+                f", on GPUs {' | '.join(','.join(s) for s in slots)}" if slots else ""))
+    for d in deps:
+        for p in d.plans:
+            show(f"uses {d.study.name} {d.scale} {d.step} seed {p.seed}", p)
+            _say(f"   file: {d.path}")
+    for p in plans:
+        show(f"{p.step.id} seed {p.seed}", p)
+        _say("   overrides: " + " ".join(o for o in p.overrides if not o.startswith("paths.")))
+
+
+def _follow(plans, deps, launcher, nproc, dry_run) -> None:
+    """``ablate run`` on a node other than 0: launch what node 0 announces (see
+    ``ablate.launch.multinode``); decide nothing, write nothing under the results root."""
+    from ablate.launch import multinode, nproc_for
+
+    n = nproc_for(launcher, nproc)
+    multinode.check(launcher, n)
+    every = [*(p for d in deps for p in d.plans), *plans]
+    configs = {multinode.run_key(p.run_dir): (p.cfg, p.hash) for p in every}
+    if dry_run:
+        host, port = multinode.endpoint(launcher)
+        spool = multinode.spool_dir(launcher)
+        _say(f"node {multinode.node_rank(launcher)}: follows node 0 ({host}:{port}): launches "
+             "the runs node 0 announces, among:")
+        for key, (_, h) in configs.items():
+            _say(f"{key}: {multinode.describe(launcher, n, spool / key / 'config.yaml', h)}")
+        return
+    code = multinode.follow(configs, launcher, n, say=_say)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(ctx: typer.Context) -> None:
     """One run from the config tree, with Hydra overrides; [bold]-m[/] sweeps.
 
-    Example: ablate train data.train_subset=5000 train.epochs=2 tricks=[cosine,mixup]
+    Example: ablate train data.train_subset=5000 train.epochs=2 tricks=\\[cosine,mixup]
+
+    Sweep jobs on SLURM: ablate train -m hydra/launcher=submitit_slurm … (docs/launchers.md)
     """
     from ablate.train_app import main
 

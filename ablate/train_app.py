@@ -1,8 +1,17 @@
 """``ablate train``: one run (or a Hydra ``-m`` multirun sweep) straight from the config tree.
 
 A thin Hydra front over the same pieces as ``ablate run``: every job's config is resolved and
-written to its run folder, then launched with torchrun. Overrides are checked with the same
-rules as study files first, so a typo exits with code 2 before anything trains.
+written to its run folder, then started by the configured launcher (``launch_run``). Overrides
+are checked with the same rules as study files first, so a typo exits with code 2 before
+anything trains.
+
+Sweeps run one job after another by default. With hydra-submitit-launcher installed (a
+dependency), ``hydra/launcher=submitit_slurm`` submits every sweep job as a SLURM job (and
+``submitit_local`` runs them as local processes, all at once): Hydra finds the plugin's
+``hydra/launcher`` options by itself. Inside such a job the run is started as usual, e.g.
+``torchrun --standalone`` on the job's GPUs, so the job must have one task
+(``hydra.launcher.tasks_per_node=1``, the plugin's default) and ``hydra.launcher.gpus_per_node``
+GPUs.
 """
 
 from __future__ import annotations
@@ -41,18 +50,41 @@ def validate(args: list[str]) -> None:
                   else list(o.sweep_string_iterator()))
         prefix = "+" if o.is_add() else "++" if o.is_force_add() else "~" if o.is_delete() else ""
         choices.append([f"{prefix}{o.get_key_element()}={v}" for v in values])
+    from ablate.launch import check, nproc_for
+
     for combo in itertools.islice(itertools.product(*choices), MAX_CHECKED):
         cfg = compose(combo)
+        if cfg.launcher.name == "multinode":
+            raise AblateError("launcher=multinode runs studies: use `ablate run STUDY --set "
+                              "launcher=multinode …` on every node (docs/launchers.md)")
+        check(cfg.launcher, nproc_for(cfg.launcher))
         check_tricks(list(cfg.get("tricks") or {}), cfg.model.task)
         data = OmegaConf.to_container(cfg.data, resolve=True)
         DATASETS.get(data.pop("name")).check(**data)
 
 
+def _one_task_per_job() -> None:
+    """Under hydra-submitit-launcher every task of a job would run the whole sweep job; the
+    launcher inside starts the processes, so a job has one task."""
+    import os
+
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return
+    import submitit
+
+    tasks = submitit.JobEnvironment().num_tasks
+    if tasks > 1:
+        raise RuntimeError(f"this job has {tasks} tasks: `ablate train` needs "
+                           "hydra.launcher.tasks_per_node=1 (launcher.nproc starts the "
+                           "processes inside the job)")
+
+
 def _job(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    from ablate.launch import launch, resolve_nproc
+    from ablate.launch import launch_run, nproc_for
 
+    _one_task_per_job()
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     OmegaConf.resolve(cfg)
@@ -65,8 +97,7 @@ def _job(cfg: DictConfig) -> float | None:
 
     with StudyProgress(1) as progress:
         progress.start_run(1, "train", cfg.seed, "run")
-        code = launch(config, cfg.launcher.name, resolve_nproc(cfg.launcher.nproc),
-                      progress.line, cfg.launcher.get("mode", "auto"))
+        code = launch_run(config, cfg.launcher, nproc_for(cfg.launcher), progress.line)
     import json
 
     metrics_path = run_dir / "metrics.json"

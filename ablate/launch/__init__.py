@@ -1,27 +1,50 @@
 """Launchers start one run (a resolved ``config.yaml`` in its run folder) and wait for it.
 
-- ``local``: ``torchrun --standalone --nproc-per-node N -m ablate.worker config.yaml`` (CPU/gloo
-  here, CUDA/nccl where GPUs exist). With ``mode: auto`` a single-process run is instead forked
-  from the driver, which has imported torch once: starting torchrun's agent and a fresh worker
-  interpreter costs ~4–5 s per step on a small CPU (two torch imports), more than the 5 s
-  budget of harness overhead per step. The worker code and its environment contract are the
-  same either way (no RANK/WORLD_SIZE = one process). ``mode: torchrun`` always uses torchrun.
-  Output goes to ``stdout.log``; progress lines are handed to a callback.
-- ``inprocess``: calls the worker in this process (tests; one process only).
+| ``launcher.name`` | how the worker starts | module |
+| --- | --- | --- |
+| ``local`` | ``torchrun --standalone``, or one process forked from the driver | ``local`` |
+| ``inprocess`` | the worker runs inside this process (tests, one run at a time) | ``local`` |
+| ``multinode`` | one torchrun agent per node, c10d rendezvous through node 0 | ``multinode`` |
+| ``slurm`` | one SLURM job per run, through submitit (or its local executor) | ``slurm`` |
+
+What the driver and ``ablate train`` use: :func:`nproc_for` (processes per run and node),
+:func:`check` (refuse bad settings before anything runs), :func:`describe` (the dry run),
+:func:`device_slots` (disjoint GPU sets for ``--parallel``) and :func:`launch_run` (blocking,
+and safe to call from several threads at once). Every launcher writes the run's output to its
+``stdout.log`` and hands each line to ``on_line``; the worker's ``@ablate {json}`` lines drive
+the progress display.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Mapping, Sequence
 
-from ablate.errors import AblateError
+from ablate.errors import AblateError, did_you_mean
+from ablate.launch._proc import OnLine, cancel_all
+from ablate.launch.local import prestart, torchrun_command
 
-OnLine = Callable[[str], None]
+LAUNCHERS = ("local", "inprocess", "multinode", "slurm")
+
+__all__ = ["LAUNCHERS", "cancel_all", "check", "describe", "device_slots", "launch_run",
+           "nproc_for", "prestart", "resolve_nproc", "torchrun_command"]
+
+
+def _plain(launcher_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(launcher_cfg, DictConfig):
+        return OmegaConf.to_container(launcher_cfg, resolve=True)  # type: ignore[return-value]
+    return dict(launcher_cfg)
+
+
+def _name(cfg: Mapping[str, Any]) -> str:
+    name = str(cfg.get("name"))
+    if name not in LAUNCHERS:
+        raise AblateError(f"unknown launcher '{name}'{did_you_mean(name, LAUNCHERS)} (known: "
+                          f"{', '.join(LAUNCHERS)})")
+    return name
 
 
 def resolve_nproc(nproc: str | int) -> int:
@@ -39,183 +62,131 @@ def resolve_nproc(nproc: str | int) -> int:
     return n
 
 
-def torchrun_command(config: Path, nproc: int, module: str = "ablate.worker") -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={nproc}", "-m", module, str(config)]
+def nproc_for(launcher_cfg: Mapping[str, Any], override: str | int | None = None) -> int:
+    """Processes per run (per node): ``--nproc`` if given, else ``launcher.nproc``. ``auto``
+    counts this machine's GPUs, except with SLURM, where it is the job's GPUs per node."""
+    cfg = _plain(launcher_cfg)
+    if _name(cfg) == "slurm":
+        from ablate.launch import slurm
+
+        return slurm.tasks_per_node(cfg, override)
+    return resolve_nproc(override if override is not None else cfg.get("nproc", 1))
 
 
-def run_local(config: Path, nproc: int, on_line: OnLine | None = None) -> int:
-    """Run torchrun, tee its output into ``stdout.log``; return its exit code."""
-    log_path = config.parent / "stdout.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "a") as log:
-        proc = subprocess.Popen(torchrun_command(config, nproc), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
-                if on_line is not None:
-                    on_line(line)
-            return proc.wait()
-        except BaseException:  # Ctrl-C or an error here: torchrun stops its workers on SIGTERM
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            raise
-
-
-def _die_with(pid: int) -> None:
-    """Leave as soon as process ``pid`` (the driver) is gone, however it died.
-
-    A forked worker's parent is the forkserver, not the driver, and the server outlives a killed
-    driver: each child holds the server's liveness pipe, so neither ever sees the other end
-    close and ``PR_SET_PDEATHSIG`` never fires. A thread waits on a pidfd of the driver instead
-    (polling once a second where pidfds are missing). The checkpoint of the last finished epoch
-    stays; the run resumes from it.
-    """
-    import threading
-    import time
-
-    def watch() -> None:
-        try:
-            fd = os.pidfd_open(pid)
-        except (AttributeError, OSError):
-            fd = None
-        if fd is not None:
-            import select
-
-            select.select([fd], [], [])
-        else:
-            while True:
-                time.sleep(1.0)
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-        os._exit(143)
-
-    threading.Thread(target=watch, name="die-with-driver", daemon=True).start()
-
-
-def _forked_worker(config: str, driver_pid: int | None = None) -> None:
-    """Child side of a forkserver launch: output into the run's stdout.log, run the worker."""
-    import traceback
-
-    if driver_pid is not None:
-        _die_with(driver_pid)
-
-    fd = os.open(Path(config).parent / "stdout.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    code = 1
-    try:
-        from ablate.worker import main
-
-        code = main([config])
-    except BaseException:  # noqa: BLE001  (report anything, then leave)
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-_FORKSERVER = None
-
-
-def _forkserver():
-    """A multiprocessing forkserver with torch and the worker preloaded (started once).
-
-    The server is a fresh interpreter that only imports, never runs torch ops, so forking from
-    it is safe (forking a process whose OpenMP pool is running can deadlock the child).
-    """
-    global _FORKSERVER
-    if _FORKSERVER is None:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("forkserver")
-        # torch.optim imports torch._dynamo lazily: ~1 s per fresh process, so preload it too.
-        ctx.set_forkserver_preload(["torch", "torch._dynamo", "ablate.worker"])
-        _FORKSERVER = ctx
-    return _FORKSERVER
-
-
-def prestart() -> None:
-    """Start the forkserver now (its imports take seconds), so that it warms up on another core
-    while the driver composes and checks the study."""
-    from multiprocessing import forkserver
-
-    _forkserver()
-    forkserver.ensure_running()
-
-
-def run_forked(config: Path, on_line: OnLine | None = None) -> int:
-    """Run one worker process forked from a preloaded server; follow its stdout.log."""
-    import time
-
-    log_path = config.parent / "stdout.log"
-    log_path.touch()
-    with open(log_path) as log:
-        log.seek(0, os.SEEK_END)
-        proc = _forkserver().Process(target=_forked_worker, args=(str(config), os.getpid()))
-        proc.start()
-        try:
-            partial = ""
-            while True:
-                alive = proc.is_alive()
-                chunk = log.read()
-                if chunk:
-                    lines = (partial + chunk).split("\n")
-                    partial = lines.pop()
-                    for line in lines:
-                        if on_line is not None:
-                            on_line(line + "\n")
-                elif not alive:
-                    break
-                else:
-                    time.sleep(0.05)
-            proc.join()
-            return proc.exitcode if proc.exitcode is not None else 1
-        except BaseException:  # Ctrl-C or an error here: stop the worker, keep its checkpoint
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(30)
-            raise
-
-
-def run_inprocess(config: Path, on_line: OnLine | None = None) -> int:
-    import contextlib
-    import io
-
-    from ablate.worker import run
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        result = run(config)
-    (config.parent / "stdout.log").open("a").write(buf.getvalue())
-    if on_line is not None:
-        for line in buf.getvalue().splitlines(keepends=True):
-            on_line(line)
-    return 0 if result["status"] == "completed" else 1
-
-
-def launch(config: Path, launcher: str, nproc: int, on_line: OnLine | None = None,
-           mode: str = "auto") -> int:
-    """Start the run in ``config``'s folder and wait; returns the worker's exit code."""
-    if launcher == "local":
-        if mode not in ("auto", "torchrun"):
-            raise AblateError(f"launcher.mode must be 'auto' or 'torchrun', got '{mode}'")
-        if nproc == 1 and mode == "auto":
-            return run_forked(config, on_line)
-        return run_local(config, nproc, on_line)
-    if launcher == "inprocess":
+def check(launcher_cfg: Mapping[str, Any], nproc: int, parallel: int = 1,
+          strict: bool = True) -> None:
+    """Raise ``AblateError`` for settings that cannot work (``strict``: also for what this
+    machine lacks, e.g. ``sbatch``; the dry run is not strict)."""
+    cfg = _plain(launcher_cfg)
+    name = _name(cfg)
+    if parallel < 1:
+        raise AblateError(f"--parallel must be at least 1, got {parallel}")
+    if name == "local" and cfg.get("mode", "auto") not in ("auto", "torchrun"):
+        raise AblateError(f"launcher.mode must be 'auto' or 'torchrun', got '{cfg.get('mode')}'")
+    if name == "inprocess":
         if nproc != 1:
             raise AblateError("the inprocess launcher runs one process; use launcher=local")
-        return run_inprocess(config, on_line)
-    raise AblateError(f"unknown launcher '{launcher}' (known: local, inprocess)")
+        if parallel > 1:
+            raise AblateError("the inprocess launcher runs one run at a time; use "
+                              "launcher=local with --parallel")
+    if name == "multinode":
+        from ablate.launch import multinode
+
+        multinode.check(cfg, nproc)
+    if name == "slurm":
+        from ablate.launch import slurm
+
+        slurm.check(cfg, nproc, strict=strict)
+
+
+def describe(launcher_cfg: Mapping[str, Any], nproc: int, config: Path | None = None,
+             config_hash: str = "<hash>") -> str:
+    """What :func:`launch_run` would start, for the dry run (several lines for SLURM: the
+    ``#SBATCH`` settings submitit would use)."""
+    cfg = _plain(launcher_cfg)
+    name = _name(cfg)
+    config = config or Path("config.yaml")
+    if name == "local":
+        if nproc == 1 and cfg.get("mode", "auto") == "auto":
+            return "1 worker process forked from the driver"
+        return "torchrun " + " ".join(torchrun_command(config, nproc)[3:])
+    if name == "inprocess":
+        return "the worker inside the driver's process"
+    if name == "multinode":
+        from ablate.launch import multinode
+
+        return multinode.describe(cfg, nproc, config, config_hash)
+    from ablate.launch import slurm
+
+    return slurm.describe(cfg, nproc, config)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may hand out, as ``CUDA_VISIBLE_DEVICES`` entries."""
+    import torch
+
+    count = torch.cuda.device_count()
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip()][:count]
+    return [str(i) for i in range(count)]
+
+
+def device_slots(launcher_cfg: Mapping[str, Any], nproc: int,
+                 parallel: int) -> list[list[str]] | None:
+    """``parallel`` disjoint sets of ``nproc`` GPUs, one per concurrent run; None where runs
+    need no devices of their own (one run at a time, CPU, SLURM jobs)."""
+    cfg = _plain(launcher_cfg)
+    name = _name(cfg)
+    if parallel <= 1 or name == "inprocess" or cfg.get("device") == "cpu" or (
+            name == "slurm" and cfg.get("executor", "slurm") != "local"):
+        return None  # (SLURM gives each job its own GPUs; its local executor needs them here)
+    gpus = visible_gpus()
+    if not gpus:
+        return None
+    if nproc * parallel > len(gpus):
+        raise AblateError(f"--parallel {parallel} × {nproc} processes per run needs "
+                          f"{nproc * parallel} GPUs, {len(gpus)} visible "
+                          f"({','.join(gpus)}): lower --parallel or --nproc")
+    return [gpus[i * nproc:(i + 1) * nproc] for i in range(parallel)]
+
+
+def launch_run(config: Path, launcher_cfg: Mapping[str, Any], nproc: int,
+               on_line: OnLine | None = None, devices: Sequence[int | str] | None = None,
+               env: Mapping[str, str] | None = None) -> int:
+    """Start the run in ``config``'s folder and wait for it; returns the worker's exit code.
+
+    Args:
+        config: the run's resolved ``config.yaml`` (its folder is the run folder).
+        launcher_cfg: the ``launcher`` section of the config.
+        nproc: processes per run (per node), from :func:`nproc_for`.
+        on_line: gets every output line of the run (main rank).
+        devices: the GPUs this run may use (``CUDA_VISIBLE_DEVICES``); None = all visible.
+        env: more environment variables for the worker (e.g. ``OMP_NUM_THREADS``).
+    """
+    cfg = _plain(launcher_cfg)
+    name = _name(cfg)
+    extra = dict(env or {})
+    if devices is not None:
+        extra["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
+    if name == "local":
+        from ablate.launch import local
+
+        check(cfg, nproc)
+        # a run with GPUs of its own starts afresh: whether the preloaded server touched CUDA
+        # or not, CUDA_VISIBLE_DEVICES must be read by a process that has not
+        if nproc == 1 and cfg.get("mode", "auto") == "auto" and devices is None:
+            return local.run_forked(config, on_line, extra)
+        return local.run_local(config, nproc, on_line, extra)
+    if name == "inprocess":
+        from ablate.launch import local
+
+        check(cfg, nproc)
+        return local.run_inprocess(config, on_line)
+    if name == "multinode":
+        from ablate.launch import multinode
+
+        return multinode.run(config, cfg, nproc, on_line, extra)
+    from ablate.launch import slurm
+
+    return slurm.run(config, cfg, nproc, on_line, devices)

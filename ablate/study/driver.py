@@ -1,5 +1,6 @@
 """The study driver: expand steps × seeds, compose and validate everything, decide what to
-skip/resume/run/refuse, take the study lock, launch each run, collect results.
+skip/resume/run/refuse/share, take the study lock, launch the runs (one at a time or several at
+once, ``--parallel``), collect results.
 
 Layout: ``<results>/<study>/<scale>/<step>/seed<k>/`` holds one run (``config.yaml``,
 ``overrides.yaml``, ``log.csv``, ``stdout.log``, ``checkpoints/last.pt``, ``metrics.json``).
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.config import compose, config_hash, to_overrides
 from ablate.errors import AblateError, did_you_mean
-from ablate.launch import launch, resolve_nproc
+from ablate.study.share import mark_shared
 from ablate.study.spec import Step, Study
 
 COMPLETED, FAILED = "completed", "failed"
@@ -36,9 +37,10 @@ class RunPlan:
     cfg: DictConfig
     hash: str
     run_dir: Path
-    action: str = "run"  # run | resume | skip | refuse | rerun
+    action: str = "run"  # run | resume | skip | refuse | rerun | share
     reason: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    source: Any = None  # share: a completed run folder, or the plan that runs the same config
 
 
 def study_results_dir(study: Study, results_root: Path, scale: str) -> Path:
@@ -281,16 +283,18 @@ def decide(plan: RunPlan, force: bool) -> None:
         plan.action, plan.reason = "run", "started before, no checkpoint"
 
 
-def _set_aside(plan: RunPlan, out_dir: Path) -> None:
+def set_aside(plan: RunPlan, out_dir: Path) -> None:
     """Move an existing run out of the way (never delete a result)."""
-    dest = out_dir / ".replaced" / f"{plan.step.id}-seed{plan.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = out_dir / ".replaced" / f"{plan.step.id}-seed{plan.seed}-{stamp}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(plan.run_dir), dest)
 
 
 @contextmanager
 def study_lock(out_dir: Path) -> Iterator[None]:
-    """One ``ablate run`` per study and scale at a time."""
+    """One ``ablate run`` per study and scale at a time (with ``launcher=multinode``, node 0's:
+    the other nodes take no lock and write nothing here, see ``ablate.launch.multinode``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / ".lock"
     f = open(path, "a+")
@@ -313,6 +317,8 @@ def study_lock(out_dir: Path) -> Iterator[None]:
 
 
 def write_run_files(plan: RunPlan) -> Path:
+    """Write the run's resolved ``config.yaml`` (what the worker reads) and ``overrides.yaml``
+    (how it was chosen) into its run folder; returns the config's path."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     config = plan.run_dir / "config.yaml"
     OmegaConf.save(plan.cfg, config)
@@ -323,33 +329,30 @@ def write_run_files(plan: RunPlan) -> Path:
     return config
 
 
-def execute(study: Study, plans: list[RunPlan], *, out_dir: Path, keep_going: bool, nproc: int | str | None, progress: Any) -> list[RunPlan]:
-    """Run every plan in order (after ``decide``); stop at the first failure unless
-    ``keep_going``. Returns the plans with their results."""
+def execute(study: Study, plans: list[RunPlan], *, out_dir: Path, keep_going: bool,
+            nproc: int | str | None, progress: Any, parallel: int = 1) -> list[RunPlan]:
+    """Run every plan (after ``decide``), ``parallel`` at a time; stop launching at the first
+    failure unless ``keep_going`` (runs already started finish). Steps whose config is done or
+    about to be done elsewhere are shared (``ablate.study.share``). Returns the plans with
+    their results; raises ``StepFailed`` for the first failure (in plan order)."""
     snapshot = out_dir / "study.yaml"
     if not snapshot.is_file() or snapshot.read_bytes() != study.path.read_bytes():
         shutil.copyfile(study.path, snapshot)
     todo = [p for p in plans if p.action != "skip"]
-    for i, plan in enumerate(todo, 1):
-        if plan.action == "rerun":
-            _set_aside(plan, out_dir)
-        launcher = plan.cfg.launcher.name
-        n = resolve_nproc(nproc if nproc is not None else plan.cfg.launcher.nproc)
-        progress.start_run(i, plan.step.id, plan.seed, plan.action)
-        config = write_run_files(plan)
-        code = launch(config, launcher, n, progress.line, plan.cfg.launcher.get("mode", "auto"))
-        plan.result = _read_json(plan.run_dir / "metrics.json") or {}
-        if code != 0 or plan.result.get("status") != COMPLETED:
-            reason = plan.result.get("reason") or f"worker exited with code {code}; see " \
-                                                  f"{plan.run_dir / 'stdout.log'}"
-            plan.result = {**plan.result, "status": FAILED, "reason": reason}
-            progress.note(f"FAILED: {reason}")
-            if not keep_going:
-                raise StepFailed(f"step '{plan.step.id}' (seed {plan.seed}) failed: {reason}")
-        else:
-            m = plan.result.get("metrics", {})
-            progress.note("done: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items()
-                                               if isinstance(v, (int, float))))
+    if not todo:
+        return plans
+    from ablate.study.runner import Runner
+
+    mark_shared(todo, Path(str(todo[0].cfg.paths.results)))
+    runner = Runner(todo, out_dir, nproc, parallel)
+    if parallel == 1:
+        failed = runner.in_order(progress, keep_going)
+    else:
+        failed = runner.at_once(keep_going)
+    if failed:
+        first = failed[0]
+        raise StepFailed(f"step '{first.step.id}' (seed {first.seed}) failed: "
+                         f"{first.result.get('reason')}")
     return plans
 
 
