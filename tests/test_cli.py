@@ -231,3 +231,44 @@ def test_evaluate_and_data_prepare(cli, tmp_path, fmnist_root):
     assert cli("data", "prepare", "fashion_mnist", f"data.root={fmnist_root}").code == 0
     r = cli("data", "prepare", "fashion_scene")
     assert r.code == 2 and "did you mean 'fashion_scenes'" in r.err
+
+
+def _holders(path) -> list[int]:
+    """Processes that have ``path`` open."""
+    out = []
+    for fd_dir in __import__("glob").glob("/proc/[0-9]*/fd"):
+        try:
+            for fd in os.listdir(fd_dir):
+                if os.readlink(os.path.join(fd_dir, fd)) == str(path):
+                    out.append(int(fd_dir.split("/")[2]))
+                    break
+        except OSError:
+            continue
+    return out
+
+
+def test_killed_driver_leaves_no_dataloader_workers(results, tmp_path):
+    """A detection run with DataLoader workers: killing the driver stops the forked worker and
+    the DataLoader workers it started (they watch their own forkserver, not the run)."""
+    study = ROOT / "studies" / "fscenes_yolov3.yaml"
+    args = [sys.executable, "-m", "ablate", "run", str(study), "--scale", "smoke", "--only",
+            "baseline", "--results", str(results), "--set", f"paths.data={tmp_path}",
+            "--set", "train.epochs=40", "--set", "data.num_workers=2",
+            "--set", "schedule.milestones=[39]"]
+    run = results / "fscenes_yolov3/smoke/baseline/seed0"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, cwd=ROOT)
+    try:
+        deadline = time.time() + 180
+        while not (run / "checkpoints" / "last.pt").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(_holders(run / "stdout.log")) >= 3  # the worker and its 2 loader workers
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone
+        proc.wait()
+        for _ in range(100):
+            if not _holders(run / "stdout.log"):
+                break
+            time.sleep(0.05)
+        assert _holders(run / "stdout.log") == []
+    finally:
+        _kill_tree(proc.pid)
