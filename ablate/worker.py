@@ -31,7 +31,7 @@ from ablate.engine.setup import build
 from ablate.engine.trainer import NonFiniteLoss, Trainer
 from ablate.errors import AblateError
 
-PRIMARY = {"classification": "top1", "yolo": "map"}  # metrics.json primary_metric
+PRIMARY = {"classification": "top1", "yolo": "map", "rcnn": "map"}  # metrics.json primary_metric
 
 
 def _git_commit() -> str | None:

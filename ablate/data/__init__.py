@@ -36,10 +36,11 @@ _SOURCES = {
                       ("classification",)),
     "imagenet": ("ablate.data.imagenet", "build_imagenet", "check_imagenet",
                  ("classification",)),
-    "voc": ("ablate.data.detection_sources", "build_voc_loaders", "check_voc", ("yolo",)),
-    "coco": ("ablate.data.detection_sources", "build_coco_loaders", "check_coco", ("yolo",)),
+    "voc": ("ablate.data.detection_sources", "build_voc_loaders", "check_voc", ("yolo", "rcnn")),
+    "coco": ("ablate.data.detection_sources", "build_coco_loaders", "check_coco",
+             ("yolo", "rcnn")),
     "fashion_scenes": ("ablate.data.detection_sources", "build_fashion_scenes_loaders",
-                       "check_fashion_scenes", ("yolo",)),
+                       "check_fashion_scenes", ("yolo", "rcnn")),
 }
 for _name, (_mod, _build, _check, _tasks) in _SOURCES.items():
     DATASETS.register(_name)(DataSource(_lazy(f"{_mod}:{_build}"), _lazy(f"{_mod}:{_check}"),

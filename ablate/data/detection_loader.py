@@ -219,7 +219,10 @@ class DetectionLoader:
     (``collate_detection``'s, with ``image`` float, normalised). ``batch_transform(batch,
     iteration)`` runs on the device batch with the global iteration ``epoch · len + i``.
     ``persistent_workers`` defaults to True with workers: the epoch is shared (see module
-    docstring), so keeping workers alive between epochs is safe.
+    docstring), so keeping workers alive between epochs is safe. ``collate`` replaces
+    ``collate_detection`` (called with ``with_gt``); a batch with ``image_sizes`` (the padded
+    Faster R-CNN batches) gets zeros outside each image after normalisation, as torchvision's
+    ``GeneralizedRCNNTransform`` pads.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, train: bool,
@@ -228,7 +231,8 @@ class DetectionLoader:
                  device: torch.device | str = "cpu", channels_last: bool = False,
                  batch_transform: Callable[[dict, int], dict] | None = None,
                  persistent_workers: bool | None = None,
-                 multiprocessing_context: str | None = None) -> None:
+                 multiprocessing_context: str | None = None,
+                 collate: Callable[..., dict[str, Any]] | None = None) -> None:
         self.dataset, self.train, self.epoch = dataset, train, 0
         self.device = torch.device(device)
         self.sampler: Sampler | list[int] = (
@@ -237,7 +241,7 @@ class DetectionLoader:
         persistent = num_workers > 0 and (persistent_workers is None or persistent_workers)
         self.loader = DataLoader(
             dataset, batch_size, sampler=self.sampler, num_workers=num_workers,
-            collate_fn=functools.partial(collate_detection, with_gt=not train),
+            collate_fn=functools.partial(collate or collate_detection, with_gt=not train),
             pin_memory=self.device.type == "cuda", drop_last=train,
             persistent_workers=persistent,
             multiprocessing_context=multiprocessing_context if num_workers > 0 else None)
@@ -269,8 +273,14 @@ class DetectionLoader:
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                for k, v in batch.items()}
-        out["image"] = ((out["image"].float() - self.mean) / self.std).contiguous(
-            memory_format=self.memory_format)
+        image = (out["image"].float() - self.mean) / self.std
+        if "image_sizes" in out:  # zero padding after normalisation
+            h, w = image.shape[-2:]
+            sizes = out["image_sizes"]
+            rows = torch.arange(h, device=image.device)[:, None] < sizes[:, 0, None, None]
+            cols = torch.arange(w, device=image.device) < sizes[:, 1, None, None]
+            image = image.masked_fill(~(rows & cols)[:, None], 0.0)
+        out["image"] = image.contiguous(memory_format=self.memory_format)
         return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

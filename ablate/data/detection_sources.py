@@ -1,8 +1,9 @@
-"""Detection data sources for the YOLOv3 tables: Pascal VOC, COCO and FashionScenes.
+"""Detection data sources for the YOLOv3 and Faster R-CNN tables: Pascal VOC, COCO and
+FashionScenes.
 
 Each source is a ``DataSource(build, check, ("yolo",))`` (see ``SOURCES``; ``register`` adds them
-to a registry). ``build`` opens the datasets and hands them to ``build_detection_loaders`` with
-the trick options the engine merges in:
+to a registry). ``build`` opens the datasets and hands them to ``build_detection_loaders`` (or
+``build_rcnn_loaders``, see ``pipeline`` below) with the trick options the engine merges in:
 
 * ``augment`` (bool, default False): the "data augmentation" freebie (``yolo_augment``) or a
   plain resize;
@@ -11,6 +12,12 @@ the trick options the engine merges in:
   the paper's {320, …, 608} is scaled by ``train_size / 416`` (``scaled_sizes``), so a 160 px
   proxy trains on (128, 160, 192, 224);
 * ``epochs`` (int): total training epochs (mixup's off switch for the last epochs).
+
+``pipeline`` picks the input pipeline (the data configs set it to the model's task): ``rcnn``
+(the Faster R-CNN task, ``ablate.data.detection_rcnn``) resizes the shorter side to
+``short_side`` with the longer at most ``max_side``, pads batches, and reads ``augment`` as
+"flip with p 0.5", its only augmentation; any other value (``yolo``, the default) resizes to
+``train_size``/``eval_size`` squares as above.
 
 Which boxes are kept, following GluonCV's ``train_yolo3.py`` (the paper's reference code):
 
@@ -39,11 +46,12 @@ from ablate.data.coco import COCODetection
 from ablate.data.detection_common import first_missing, missing_path_error
 from ablate.data.detection_loader import (RandomShapes, build_detection_loaders, eval_sizes,
                                           scaled_sizes)
+from ablate.data.detection_rcnn import build_rcnn_loaders, check_scale
 from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
 from ablate.data.voc import DEFAULT_SETS, VOCDetection, read_image_set, resolve_devkit
 from ablate.errors import AblateError
 
-TASKS = ("yolo",)
+TASKS = ("yolo", "rcnn")
 BASE_SIZE = 416  # the paper's input size; random shapes scale from it
 
 
@@ -96,8 +104,19 @@ def _loaders(train: Dataset, test: Dataset, *, batch_size: int, eval_batch_size:
              augment: bool = False, mixup: Mapping[str, Any] | None = None,
              random_shapes: Mapping[str, Any] | None = None, epochs: int | None = None,
              rank: int = 0, world_size: int = 1, seed: int = 0, device: Any = "cpu",
-             channels_last: bool = False, **_: Any):
+             channels_last: bool = False, pipeline: str = "yolo", short_side: int = 600,
+             max_side: int = 1000, **_: Any):
     """Common tail of the three builds (unused config keys such as ``in_chans`` land in ``_``)."""
+    if pipeline == "rcnn":
+        if _options(random_shapes) is not None:
+            raise AblateError("random_shapes is a YOLOv3 trick: the rcnn pipeline resizes by "
+                              "short_side / max_side")
+        return build_rcnn_loaders(
+            _first(train, train_subset), _first(test, test_subset), batch_size=batch_size,
+            eval_batch_size=eval_batch_size, scale=check_scale(short_side, max_side),
+            augment=bool(augment), mixup=_options(mixup), epochs=epochs, rank=rank,
+            world_size=world_size, seed=seed, num_workers=int(num_workers), device=device,
+            channels_last=channels_last)
     return build_detection_loaders(
         _first(train, train_subset), _first(test, test_subset), batch_size=batch_size,
         eval_batch_size=eval_batch_size, train_size=int(train_size), eval_size=eval_size,
@@ -107,11 +126,15 @@ def _loaders(train: Dataset, test: Dataset, *, batch_size: int, eval_batch_size:
         device=device, channels_last=channels_last)
 
 
-def _check_eval(eval_size: Any, metric: str) -> None:
-    """Eval sizes and the metric name, checked before any training."""
+def _check_eval(eval_size: Any, metric: str, pipeline: str = "yolo", short_side: Any = 600,
+                max_side: Any = 1000) -> None:
+    """Input sizes of the pipeline and the metric name, checked before any training."""
     from ablate.tasks.yolo import voc_metric_name
 
-    eval_sizes(eval_size)
+    if pipeline == "rcnn":
+        check_scale(short_side, max_side)
+    else:
+        eval_sizes(eval_size)
     if metric != "coco":
         voc_metric_name(metric)
 
@@ -137,9 +160,10 @@ def build_voc_loaders(*, root: str, train_sets: Sequence = DEFAULT_SETS,
 
 def check_voc(*, root: str, train_sets: Sequence = DEFAULT_SETS,
               test_set: Sequence = ("2007", "test"), eval_size: Any = 416, metric: str = "voc07",
+              pipeline: str = "yolo", short_side: Any = 600, max_side: Any = 1000,
               **_: Any) -> None:
     """Fail early when the devkit, a year's folders or an image-set file is missing."""
-    _check_eval(eval_size, metric)
+    _check_eval(eval_size, metric, pipeline, short_side, max_side)
     devkit = resolve_devkit(root)
     for year, split in _pairs(train_sets) + _pairs(test_set):
         read_image_set(devkit, year, split)
@@ -158,11 +182,11 @@ def build_coco_loaders(*, root: str, train_set: str = "train2017", test_set: str
 
 
 def check_coco(*, root: str, train_set: str = "train2017", test_set: str = "val2017",
-               eval_size: Any = 416, metric: str = "coco",
-              **_: Any) -> None:
+               eval_size: Any = 416, metric: str = "coco", pipeline: str = "yolo",
+               short_side: Any = 800, max_side: Any = 1333, **_: Any) -> None:
     """Fail early when an annotation file or image folder is missing (without reading the
     json: train2017's is ~450 MB)."""
-    _check_eval(eval_size, metric)
+    _check_eval(eval_size, metric, pipeline, short_side, max_side)
     base = Path(root)
     paths = [base]
     for split in (train_set, test_set):
@@ -200,9 +224,10 @@ def check_fashion_scenes(*, cache_dir: str | None = None, num_train: int = 2000,
                          num_test: int = 500, scene_seed: int = 0, min_size: int = 96,
                          max_size: int = 192, fmnist_root: str | None = None,
                          train_set: str = "train", test_set: str = "test", eval_size: Any = 160,
-                         metric: str = "voc07", **_: Any) -> None:
+                         metric: str = "voc07", pipeline: str = "yolo", short_side: Any = 128,
+                         max_side: Any = 213, **_: Any) -> None:
     """Build the scenes now if needed (seconds): a missing Fashion-MNIST fails before training."""
-    _check_eval(eval_size, metric)
+    _check_eval(eval_size, metric, pipeline, short_side, max_side)
     for split in (train_set, test_set):
         if split not in ("train", "test"):
             raise AblateError(f"FashionScenes has no split '{split}' (use 'train' or 'test')")

@@ -1,3 +1,3 @@
 """Models; importing this package registers them in ``MODELS``."""
 
-from ablate.models import darknet, inception, mobilenet, resnet, yolov3  # noqa: F401
+from ablate.models import darknet, faster_rcnn, inception, mobilenet, resnet, yolov3  # noqa: F401

@@ -12,9 +12,15 @@ from ablate.solver.lr import ConstantShape, LRShape, StepShape, epochs_to_iters
 
 
 @SCHEDULES.register("step")
-def step_schedule(*, milestones: list[float], factor: float = 0.1, iters_per_epoch: int,
-                  **_: Any) -> LRShape:
-    """Multiply by ``factor`` at each milestone (absolute epochs)."""
+def step_schedule(*, milestones: list[float], factor: float | list[float] = 0.1,
+                  iters_per_epoch: int, **_: Any) -> LRShape:
+    """Multiply by ``factor`` at each milestone (absolute epochs), or by ``factor[i]`` at
+    milestone i."""
+    if isinstance(factor, (list, tuple)):
+        if len(factor) != len(milestones):
+            raise AblateError(f"schedule.factor has {len(factor)} values for "
+                              f"{len(milestones)} milestones")
+        factor = tuple(float(f) for f in factor)
     return StepShape(epochs_to_iters(milestones, iters_per_epoch), factor)
 
 

@@ -30,14 +30,18 @@ class ConstantShape:
 
 @dataclass(frozen=True)
 class StepShape:
-    """``factor ** k`` where k = number of milestones (absolute iterations) passed."""
+    """``factor ** k`` where k = number of milestones (absolute iterations) passed; with one
+    factor per milestone, the product of those passed (MegDet's long policy: ×0.1, ×0.1, ×0.5)."""
 
     milestones: tuple[int, ...]
-    factor: float = 0.1
+    factor: float | tuple[float, ...] = 0.1
     start: int = 0  # milestones are absolute, so a warmup in front does not move them
 
     def __call__(self, it: int) -> float:
-        return self.factor ** bisect.bisect_right(self.milestones, it)
+        k = bisect.bisect_right(self.milestones, it)
+        if isinstance(self.factor, tuple):
+            return math.prod(self.factor[:k])
+        return self.factor ** k
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,3 @@
 """Tasks own their losses and evaluation; importing this package registers them."""
 
-from ablate.tasks import classification, yolo  # noqa: F401
+from ablate.tasks import classification, rcnn, yolo  # noqa: F401

@@ -11,6 +11,12 @@ Both are linear in the one-hot target, so the result mixes correctly with mixup 
 Detection with sigmoid classifiers (YOLOv3; Bag of Freebies Sec. 3.3, eq. 3) smooths each
 per-class sigmoid target instead: ``code`` (GluonCV) uses sw = min(1/K, 1/40), positives 1 − sw,
 negatives sw (ε is not used); ``paper`` uses 1 − ε and ε/(K − 1).
+
+Faster R-CNN (``rcnn``; Bag of Freebies Sec. 3.2, eq. 1–3) smooths the softmax targets of the
+RCNN classification head over its K + 1 outputs (background included), with the two formulas
+above, K + 1 in place of K; the RPN's objectness is not smoothed. GluonCV's Faster R-CNN script
+has no label smoothing, so ``code`` there means the classification code's formula; eq. 3 of the
+detection paper is ``paper``.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ def smooth_one_hot(targets: torch.Tensor, epsilon: float, formula: str = "code")
 @TRICKS.register("label_smoothing")
 class LabelSmoothing(Trick):
     name = "label_smoothing"
-    tasks = ("classification", "yolo")
+    tasks = ("classification", "yolo", "rcnn")
 
     def __init__(self, epsilon: float = 0.1, formula: str = "code") -> None:
         if not 0 <= epsilon < 1:

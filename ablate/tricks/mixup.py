@@ -10,6 +10,12 @@ both images on one zero-filled canvas before the geometric augmentation, every b
 loss weight λ or 1 − λ; off for the last 20 epochs. ``mode: even`` is Table 1's unweighted
 0.5:0.5 blend. Implemented in the dataset (ablate/data/detection_loader.py), whose per-epoch
 switch reaches DataLoader workers.
+
+Faster R-CNN (``rcnn``, Table 4) uses the same dataset-level mixup (before the resize and flip);
+each anchor and RoI matched to a box takes that box's weight in the RPN and RCNN losses
+(ablate/models/faster_rcnn.py). The paper mentions no switch-off for Faster R-CNN, so
+``off_last_epochs`` defaults to 0 there. **≠** GluonCV's script mixes with a fixed 0.5 that
+scales the whole loss, off for the last 20 epochs — all of its 20 VOC epochs.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from ablate.registry import TRICKS
 from ablate.tricks.base import TrainState, Trick
 
 DEFAULTS = {"classification": dict(alpha=0.2, off_last_epochs=0),
-            "yolo": dict(alpha=1.5, off_last_epochs=20)}
+            "yolo": dict(alpha=1.5, off_last_epochs=20),
+            "rcnn": dict(alpha=1.5, off_last_epochs=0)}
 MODES = ("beta", "even")
 
 
@@ -37,7 +44,7 @@ def mix_batch(images: torch.Tensor, targets: torch.Tensor, lam: float
 @TRICKS.register("mixup")
 class Mixup(Trick):
     name = "mixup"
-    tasks = ("classification", "yolo")
+    tasks = ("classification", "yolo", "rcnn")
 
     def __init__(self, alpha: float | None = None, beta: float | None = None,
                  off_last_epochs: int | None = None, mode: str = "beta") -> None:

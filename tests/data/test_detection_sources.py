@@ -50,7 +50,7 @@ def test_configs_compose(name, classes, size, sets, monkeypatch):
 
 def test_sources_and_register():
     assert set(SOURCES) == {"voc", "coco", "fashion_scenes"}
-    assert all(isinstance(s, DataSource) and s.tasks == ("yolo",) for s in SOURCES.values())
+    assert all(isinstance(s, DataSource) and s.tasks == ("yolo", "rcnn") for s in SOURCES.values())
     reg = Registry("dataset")
     register(reg)
     assert reg.get("voc") is SOURCES["voc"]

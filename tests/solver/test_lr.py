@@ -41,3 +41,15 @@ def test_warmup_keeps_step_milestones_absolute():
 
 def test_constant():
     assert ConstantShape()(12345) == 1.0
+
+
+def test_step_with_one_factor_per_milestone():
+    """MegDet's long policy: ×0.1 at 11, ×0.1 at 14, ×0.5 at 17 (epochs; 10 iterations each)."""
+    from ablate.errors import AblateError
+    from ablate.solver import step_schedule
+
+    shape = step_schedule(milestones=[11, 14, 17], factor=[0.1, 0.1, 0.5], iters_per_epoch=10)
+    assert [shape(it) for it in (109, 110, 139, 140, 169, 170, 179)] == pytest.approx(
+        [1.0, 0.1, 0.1, 0.01, 0.01, 0.005, 0.005])
+    with pytest.raises(AblateError, match="schedule.factor has 2 values for 3 milestones"):
+        step_schedule(milestones=[11, 14, 17], factor=[0.1, 0.1], iters_per_epoch=10)

@@ -35,7 +35,8 @@ def test_every_study_validates_and_composes(path, fmnist_root, tmp_path):
         shutil.copy(tmp_path / "coco" / "annotations" / "instances_val2017.json",
                     tmp_path / "coco" / "annotations" / "instances_train2017.json")
         (tmp_path / "pretrained").mkdir()
-        (tmp_path / "pretrained" / "darknet53.pt").write_bytes(b"")
+        for name in ("darknet53.pt", "resnet50.pt"):
+            (tmp_path / "pretrained" / name).write_bytes(b"")
     for scale in ["full", *study.scales]:
         plans = plan_study(study, scale=scale, seeds=[0], only=None, results_root=tmp_path,
                            extra=extra)

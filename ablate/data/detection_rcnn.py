@@ -1,0 +1,154 @@
+"""The Faster R-CNN data pipeline (Bag of Freebies, Zhang et al. 2019, Sec. 3.3 and 4.1).
+
+"The shorter sides of input images are resized to 600 pixels while ensuring the longer side is
+smaller than 1000 pixels. Training and validation … follow the same preprocessing steps, except
+that training images have chances of 0.5 to flip horizontally": no crop, no expand, no colour
+jitter (sampling-based detectors do not need them, Sec. 3.3). COCO uses 800 / 1333.
+
+Per sample, in DataLoader workers: dataset → optional visually coherent mixup on the raw images
+(``MixupDataset``, the same as YOLOv3's) → ``rcnn_resize`` (+ flip p 0.5 with the
+``data_augmentation`` trick; "- data augmentation" removes the flip) → ``collate_padded``:
+images zero-padded at the bottom/right to the batch's largest size rounded up to a multiple of
+32 (torchvision's ``GeneralizedRCNNTransform.batch_images``), with ``image_sizes`` (h, w) of each
+unpadded image. On the device, ``DetectionLoader`` normalises and zeroes the padding again.
+
+The resize is GluonCV's ``resize_short_within`` (``rcnn_size``): scale = short / min(h, w),
+unless round(scale · max(h, w)) > max_side, then scale = max_side / max(h, w); the new sides are
+round(h · scale), round(w · scale); bilinear (cv2 INTER_LINEAR, no antialiasing); boxes scale by
+(new w / w, new h / h).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from ablate.data.detection_loader import (DetectionLoader, DetectionTrainDataset,
+                                          collate_detection)
+from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD, resize_image
+from ablate.errors import AblateError
+
+SIZE_DIVISIBLE = 32  # torchvision's padding multiple (a stride-32 FPN level lines up)
+
+
+def rcnn_size(height: int, width: int, short: int, max_side: int) -> tuple[int, int]:
+    """(new h, new w): shorter side ``short`` unless the longer would exceed ``max_side``."""
+    lo, hi = min(height, width), max(height, width)
+    scale = short / lo
+    if round(scale * hi) > max_side:
+        scale = max_side / hi
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def rcnn_resize(image: torch.Tensor, target: dict[str, Any], *, out_size: Sequence[int],
+                generator: torch.Generator | None = None, flip: bool = False
+                ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Resize (``rcnn_size``) and, with ``flip``, flip horizontally with probability 0.5.
+
+    Args:
+        image: uint8 ``[3, H, W]`` (a float 0–255 mixup canvas is rounded).
+        target: dataset target (float xyxy ``boxes`` in pixels).
+        out_size: ``(short, max_side)``.
+        generator: the flip draw's generator (else the global RNG).
+        flip: draw the horizontal flip (x1' = w − x2, x2' = w − x1).
+    Returns:
+        ``(uint8 [3, h, w], target)`` with boxes in the new pixels.
+    """
+    short, max_side = (int(s) for s in out_size)
+    h, w = image.shape[-2:]
+    nh, nw = rcnn_size(h, w, short, max_side)
+    image = resize_image(image, (nh, nw), "bilinear")
+    scale = torch.tensor([nw / w, nh / h, nw / w, nh / h], dtype=torch.float32)
+    boxes = target["boxes"].float().reshape(-1, 4) * scale
+    if flip and float(torch.rand((), generator=generator)) < 0.5:
+        image = image.flip(-1)
+        boxes = torch.stack([nw - boxes[:, 2], boxes[:, 1], nw - boxes[:, 0], boxes[:, 3]], 1)
+    return image.contiguous(), {**target, "boxes": boxes}
+
+
+def rcnn_eval_resize(image: torch.Tensor, target: dict[str, Any], *, out_size: Sequence[int],
+                     generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``rcnn_resize`` without flip, keeping the original boxes (``orig_boxes``) for scoring."""
+    image_out, out = rcnn_resize(image, target, out_size=out_size)
+    out["orig_boxes"] = target["boxes"].float().reshape(-1, 4).clone()
+    return image_out, out
+
+
+def collate_padded(samples: Sequence[tuple[torch.Tensor, dict[str, Any]]], with_gt: bool = False,
+                   size_divisible: int = SIZE_DIVISIBLE) -> dict[str, Any]:
+    """``collate_detection`` of images zero-padded (bottom, right) to the batch's largest size,
+    rounded up to ``size_divisible``, plus ``image_sizes`` int64 [B, 2] (h, w unpadded)."""
+    sizes = [tuple(img.shape[-2:]) for img, _ in samples]
+    d = int(size_divisible)
+    ph = -(-max(h for h, _ in sizes) // d) * d
+    pw = -(-max(w for _, w in sizes) // d) * d
+    padded = [(F.pad(img, (0, pw - img.shape[-1], 0, ph - img.shape[-2])), t)
+              for img, t in samples]
+    batch = collate_detection(padded, with_gt=with_gt)
+    batch["image_sizes"] = torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2)
+    return batch
+
+
+def check_scale(short_side: Any, max_side: Any) -> tuple[int, int]:
+    """``(short_side, max_side)`` as ints, or an ``AblateError`` naming the config keys."""
+    try:
+        short, longest = int(short_side), int(max_side)
+    except (TypeError, ValueError):
+        short = longest = 0
+    if short < 1 or longest < short:
+        raise AblateError(f"the rcnn pipeline resizes the shorter side to data.short_side and "
+                          f"the longer to at most data.max_side: need 1 <= short_side <= "
+                          f"max_side, got {short_side!r} and {max_side!r}")
+    return short, longest
+
+
+def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = None, *,
+                       batch_size: int, eval_batch_size: int | None = None,
+                       scale: Sequence[int] = (600, 1000), augment: bool = True,
+                       mixup: Mapping[str, Any] | None = None, epochs: int | None = None,
+                       rank: int = 0, world_size: int = 1, seed: int = 0, num_workers: int = 0,
+                       device: torch.device | str = "cpu", channels_last: bool = False,
+                       mean: Sequence[float] = IMAGENET_MEAN,
+                       std: Sequence[float] = IMAGENET_STD,
+                       persistent_workers: bool | None = None,
+                       size_divisible: int = SIZE_DIVISIBLE) -> tuple[DetectionLoader, Any]:
+    """Train and eval loaders for Faster R-CNN (see the module docstring).
+
+    Args:
+        train_dataset, eval_dataset: detection datasets (eval may be None).
+        batch_size, eval_batch_size: per-rank batch sizes (eval defaults to batch_size).
+        scale: ``(shorter side, longer-side cap)``, training and evaluation alike.
+        augment: horizontal flip p 0.5 (the ``data_augmentation`` trick), else none.
+        mixup: ``MixupDataset`` keyword arguments; needs ``epochs``.
+        rank, world_size, seed, num_workers, device, channels_last, mean, std,
+        persistent_workers: see ``DetectionLoader``.
+        size_divisible: padded sides are multiples of this.
+    Returns:
+        ``(train_loader, eval_loader or None)``.
+    """
+    if mixup is not None:
+        mixup = {"epochs": epochs, **mixup}
+        if mixup["epochs"] is None:
+            raise AblateError("mixup needs the number of training epochs (epochs=...)")
+    collate = functools.partial(collate_padded, size_divisible=size_divisible)
+    common = dict(mean=mean, std=std, rank=rank, world_size=world_size, seed=seed,
+                  num_workers=num_workers, device=device, channels_last=channels_last,
+                  persistent_workers=persistent_workers, collate=collate)
+    transform = functools.partial(rcnn_resize, flip=bool(augment))
+    train = DetectionLoader(
+        DetectionTrainDataset(train_dataset, transform, tuple(scale), mixup=mixup, seed=seed),
+        batch_size, train=True, **common)
+    if len(train) == 0:
+        raise AblateError(f"batch_size {batch_size} exceeds the {len(train.sampler)} training "
+                          f"images of rank {rank}: no full batch per epoch")
+    if eval_dataset is None:
+        return train, None
+    evaluation = DetectionLoader(
+        DetectionTrainDataset(eval_dataset, rcnn_eval_resize, tuple(scale), seed=seed),
+        eval_batch_size or batch_size, train=False, **common)
+    return train, evaluation

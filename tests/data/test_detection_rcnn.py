@@ -1,0 +1,114 @@
+"""The Faster R-CNN data pipeline: GluonCV's shorter-side resize, the flip, padded batches with
+zero padding after normalisation, and the detection sources in the rcnn mode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ablate.config import compose
+from ablate.data.detection_rcnn import (build_rcnn_loaders, check_scale, collate_padded,
+                                        rcnn_eval_resize, rcnn_resize, rcnn_size)
+from ablate.data.detection_sources import SOURCES
+from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD
+from ablate.errors import AblateError
+from tests.data.test_detection_loader import Toy
+
+RUN = dict(rank=0, world_size=1, seed=0, device=torch.device("cpu"), channels_last=False,
+           epochs=2)
+
+
+def test_shorter_side_within_the_longer_cap():
+    assert rcnn_size(375, 500, 600, 1000) == (600, 800)  # a typical VOC image
+    assert rcnn_size(500, 375, 600, 1000) == (800, 600)
+    assert rcnn_size(500, 1500, 600, 1000) == (333, 1000)  # 1800 > 1000: the long side caps
+    assert rcnn_size(640, 480, 800, 1333) == (1067, 800)  # COCO
+    assert rcnn_size(96, 192, 128, 213) == (106, 213)  # FashionScenes proxy (round half even)
+    with pytest.raises(AblateError, match="short_side <= max_side"):
+        check_scale(600, 500)
+    assert check_scale("600", 1000) == (600, 1000)
+
+
+def test_resize_scales_boxes_and_flip_mirrors_them():
+    image = torch.arange(10 * 20, dtype=torch.uint8).view(1, 10, 20).repeat(3, 1, 1)
+    target = {"boxes": torch.tensor([[2.0, 3.0, 6.0, 8.0]]), "labels": torch.tensor([4])}
+    out, t = rcnn_resize(image, target, out_size=(20, 100))
+    assert out.shape == (3, 20, 40) and t["boxes"].tolist() == [[4.0, 6.0, 12.0, 16.0]]
+    seen = set()
+    for seed in range(12):
+        flipped, tf = rcnn_resize(image, target, out_size=(20, 100), flip=True,
+                                  generator=torch.Generator().manual_seed(seed))
+        if torch.equal(flipped, out):
+            assert tf["boxes"].tolist() == [[4.0, 6.0, 12.0, 16.0]]
+            seen.add("kept")
+        else:
+            assert torch.equal(flipped, out.flip(-1))
+            assert tf["boxes"].tolist() == [[28.0, 6.0, 36.0, 16.0]]  # 40 − x2, 40 − x1
+            seen.add("flipped")
+    assert seen == {"kept", "flipped"}
+    _, te = rcnn_eval_resize(image, target, out_size=(20, 100))
+    assert te["orig_boxes"].tolist() == [[2.0, 3.0, 6.0, 8.0]]
+
+
+def test_collate_pads_to_a_multiple_of_32():
+    a = torch.full((3, 20, 40), 7, dtype=torch.uint8)
+    b = torch.full((3, 30, 10), 9, dtype=torch.uint8)
+    t = {"boxes": torch.tensor([[0.0, 0, 5, 5]]), "labels": torch.tensor([1]),
+         "difficult": torch.tensor([False]), "image_id": 0, "orig_size": (20, 40)}
+    batch = collate_padded([(a, t), (b, {**t, "image_id": 1})])
+    assert batch["image"].shape == (2, 3, 32, 64)
+    assert batch["image_sizes"].tolist() == [[20, 40], [30, 10]]
+    assert batch["image"][0, :, :20, :40].eq(7).all() and batch["image"][0, :, 20:].eq(0).all()
+    assert batch["image"][1, :, :30, :10].eq(9).all() and batch["image"][1, :, :, 10:].eq(0).all()
+
+
+def test_loaders_normalise_and_zero_the_padding():
+    train, test = build_rcnn_loaders(Toy(), Toy(), batch_size=2, scale=(20, 40), augment=False,
+                                     **RUN)
+    batch = next(iter(train))
+    assert batch["image"].dtype == torch.float32
+    assert all(s % 32 == 0 for s in batch["image"].shape[-2:])
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
+    for img, (h, w), i in zip(batch["image"], batch["image_sizes"].tolist(),
+                              batch["image_id"]):
+        pixel = torch.tensor(10.0 * (i + 1)).view(1, 1, 1)  # Toy image i is constant 10·(i+1)
+        torch.testing.assert_close(img[:, :h, :w], ((pixel - mean) / std).expand(3, h, w))
+        assert img[:, h:].eq(0).all() and img[:, :, w:].eq(0).all()
+        assert min(h, w) == 20 or max(h, w) == 40
+    sizes = {i: tuple(s) for b in test for i, s in zip(b["image_id"], b["image_sizes"].tolist())}
+    assert sizes == {0: (20, 40), 1: (40, 20), 2: (20, 20), 3: (20, 31), 4: (40, 20),
+                     5: (20, 31)}  # Toy sizes (10, 20), (16, 8), (12, 12), (9, 14), …
+    gt = next(iter(test))["gt"][0]
+    assert gt["boxes"].tolist() == [[0.0, 0.0, 5.0, 6.0]]  # original coordinates
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory, fmnist_root) -> dict:
+    cfg = compose(["model=faster_rcnn_tiny", "data=fashion_scenes",
+                   f"data.cache_dir={tmp_path_factory.mktemp('scenes')}",
+                   f"data.fmnist_root={fmnist_root}", "data.num_train=8", "data.num_test=4",
+                   "data.num_workers=0"])
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    assert data.pop("name") == "fashion_scenes" and data["pipeline"] == "rcnn"
+    assert (data["short_side"], data["max_side"]) == (128, 213)
+    SOURCES["fashion_scenes"].check(**data)
+    return data
+
+
+def test_fashion_scenes_in_the_rcnn_mode(scenes):
+    train, test = SOURCES["fashion_scenes"].build(**scenes, batch_size=4, eval_batch_size=4,
+                                                  augment=True, mixup={"off_last_epochs": 0},
+                                                  **RUN)
+    batch = next(iter(train))
+    assert batch["image"].shape[0] == 4 and batch["image"].shape[-2] % 32 == 0
+    for h, w in batch["image_sizes"].tolist():
+        assert (min(h, w) == 128 and max(h, w) <= 213) or max(h, w) == 213
+    assert batch["weights"][batch["labels"] >= 0].lt(1).any()  # mixup weights reach the batch
+    b = next(iter(test))
+    assert len(b["gt"]) == 4 and "image_sizes" in b
+    with pytest.raises(AblateError, match="random_shapes"):
+        SOURCES["fashion_scenes"].build(**scenes, batch_size=4, random_shapes=True, **RUN)
+    with pytest.raises(AblateError, match="short_side <= max_side"):
+        SOURCES["fashion_scenes"].check(**{**scenes, "short_side": 300})
