@@ -77,3 +77,25 @@ def test_refinements_plan_the_teachers_first_and_four_seeds_of_resnet50_d(cli, r
             if ": run" in line and not line.startswith("uses")]
     assert runs == ["distill.resnet50_d seed 0", "distill.inception_v3 seed 0",
                     "distill.mobilenet seed 0"]
+
+
+def test_transfer_study_plans_every_backbone_it_uses(cli, results, data_root):
+    """Cls-T8: seven Faster R-CNN runs, each reading a classification step's checkpoint, which
+    is planned first (with the teachers that the distillation steps read in turn)."""
+    from tests.data.test_voc import make_devkit
+
+    make_devkit(data_root / "voc")
+    r = cli("run", STUDIES / "imagenet_transfer_frcnn.yaml", "--dry-run", "--results", results)
+    assert r.code == 0, r.err
+    uses = {line.split(":")[0] for line in r.out.splitlines() if line.startswith("uses ")}
+    assert uses == {"uses imagenet_tweaks full resnet50_b seed 0",
+                    "uses imagenet_teacher full teacher seed 0",
+                    "uses imagenet_teacher full teacher_mixup seed 0",
+                    *{f"uses imagenet_refinements full {s}.resnet50_d seed 0" for s in
+                      ("efficient", "cosine", "label_smoothing", "distill", "mixup",
+                       "distill_mixup")}}
+    runs = [line.split(":")[0] for line in r.out.splitlines()
+            if ": run" in line and not line.startswith("uses")]
+    assert runs == [f"{s} seed 0" for s in ("b_standard", "d_efficient", "d_cosine", "d_smooth",
+                                            "d_distill", "d_mixup", "d_distill_mixup")]
+    assert tree_snapshot(results) == {}
