@@ -66,19 +66,21 @@ class CosineShape:
 
 @dataclass(frozen=True)
 class WarmupShape:
-    """Linear warmup over ``iters`` iterations: ``(it + 1) / iters`` (the first step uses
-    base/iters, not 0), then the inner shape, which starts where the warmup ends."""
+    """Linear warmup over ``iters`` iterations: ``f + (1 − f)(it + 1) / iters`` from the start
+    factor ``f`` (0: the first step uses base/iters, not 0; GluonCV's COCO detectors start
+    at 1/3), then the inner shape, which starts where the warmup ends."""
 
     inner: LRShape
     iters: int
     start: int = 0
+    start_factor: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inner", dataclasses.replace(self.inner, start=self.iters))
 
     def __call__(self, it: int) -> float:
         if it < self.iters:
-            return (it + 1) / self.iters
+            return self.start_factor + (1 - self.start_factor) * (it + 1) / self.iters
         return self.inner(it)
 
 

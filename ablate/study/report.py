@@ -10,6 +10,11 @@ shown (``total`` in hours, ``total_min`` in minutes, ``per_epoch`` in minutes pe
 averaged over seeds, beside the paper's ``time`` reference value where a step records one (in
 its own unit: the paper's hours on its GPUs).
 
+A ``grid`` study (rows × columns of two settings) is shown as that matrix of the primary
+metric, ours beside the paper's; a ``factorial`` one (2 × 2, two switches) adds the effect of
+each switch at either level of the other (the Δ column and the Δ row) and their interaction,
+(d − c) − (b − a), in the corner.
+
 Reads only ``metrics.json`` files and the study file (never logs).
 """
 
@@ -65,6 +70,9 @@ class Report:
     notes: list[str] = field(default_factory=list)
     columns: list[tuple[str, str]] = field(default_factory=list)  # (id, label)
     time: str | None = None
+    layout: str = "chain"
+    rows_title: str = "step"
+    effects: dict[str, dict[str, Any]] = field(default_factory=dict)  # factorial: ours, paper
 
 
 def _runs(step_dir: Path) -> list[dict[str, Any]]:
@@ -123,9 +131,37 @@ def build_report(study: Study, results_dir: Path, scale: str) -> Report:
             report_notes.append(
                 f"paper: row '{s.label}' prints Δ {printed:+.2f}, but its {m} column gives "
                 f"{row.ref[m]:.2f} − {parent.ref[m]:.2f} = {row.ref_delta:+.2f} (used here)")
-    return Report(study.name, study.title, study.table, study.paper, m, list(study.metrics),
-                  scale, list(rows.values()), report_notes,
-                  columns=[(c.id, c.label) for c in study.columns], time=study.time)
+    report = Report(study.name, study.title, study.table, study.paper, m, list(study.metrics),
+                    scale, list(rows.values()), report_notes,
+                    columns=[(c.id, c.label) for c in study.columns], time=study.time,
+                    layout=study.layout, rows_title=study.rows_title)
+    if study.layout == "factorial":
+        report.effects = {"ours": _effects(report, lambda r: r.mean.get(m)),
+                          "paper": _effects(report, lambda r: r.ref.get(m))}
+    return report
+
+
+def _grid(report: Report) -> tuple[list[str], list[list[Row]]]:
+    """Row ids (steps of the file) and, per row, its run in each column."""
+    bases = list(dict.fromkeys(r.base for r in report.rows))
+    by = {(r.base, r.column): r for r in report.rows}
+    return bases, [[by[b, c] for c, _ in report.columns] for b in bases]
+
+
+def _sub(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _effects(report: Report, value: Any) -> dict[str, Any]:
+    """A 2 × 2 table's simple effects and interaction of the values ``value(row)`` gives:
+    ``columns`` = second column − first, per row; ``rows`` = second row − first, per column;
+    ``interaction`` = the difference of the two column effects (equally, of the row effects)."""
+    bases, cells = _grid(report)
+    (a, b), (c, d) = [[value(r) for r in line] for line in cells]
+    cols = [cid for cid, _ in report.columns]
+    col_effect = {bases[0]: _sub(b, a), bases[1]: _sub(d, c)}
+    return {"columns": col_effect, "rows": {cols[0]: _sub(c, a), cols[1]: _sub(d, b)},
+            "interaction": _sub(col_effect[bases[1]], col_effect[bases[0]])}
 
 
 def locate(path: Path, results_root: Path, scale: str | None) -> tuple[Study, Path, str]:
@@ -206,9 +242,42 @@ def _cells(report: Report, rows: list[Row], prefix: str = "") -> tuple[list[str]
     return head, body
 
 
+def grid_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    """A grid or factorial study: rows × columns of the primary metric, ours then the paper's;
+    a factorial one adds the Δ column, the Δ row and the interaction in their corner."""
+    bases, cells = _grid(report)
+    labels = {r.base: r.label for r in report.rows}
+    clabels = [label for _, label in report.columns]
+    has_ref = any(r.ref for r in report.rows)
+    factorial = report.layout == "factorial"
+    delta_head = f"Δ ({clabels[1]} − {clabels[0]})" if factorial else None
+    head = [report.rows_title, *clabels] + ([delta_head] if factorial else [])
+    if has_ref:
+        head += [f"paper {c}" for c in clabels] + (["paper Δ"] if factorial else [])
+    m = report.metric
+    body = []
+    for base, line in zip(bases, cells):
+        row = [labels[base], *[_ours(r, m) for r in line]]
+        row += [_num(report.effects["ours"]["columns"][base], True)] if factorial else []
+        if has_ref:
+            row += [_num(r.ref.get(m)) for r in line]
+            row += [_num(report.effects["paper"]["columns"][base], True)] if factorial else []
+        body.append(row)
+    if factorial:
+        cols = [cid for cid, _ in report.columns]
+        row = [f"Δ ({labels[bases[1]]} − {labels[bases[0]]})"]
+        for side in ("ours", "paper") if has_ref else ("ours",):
+            e = report.effects[side]
+            row += [_num(e["rows"][c], True) for c in cols] + [_num(e["interaction"], True)]
+        body.append(row)
+    return head, body
+
+
 def table(report: Report) -> tuple[list[str], list[list[str]]]:
     """One row per step; with columns, each column's cells side by side (headers prefixed
-    with the column's label)."""
+    with the column's label); grid and factorial studies as their matrix (``grid_table``)."""
+    if report.layout != "chain":
+        return grid_table(report)
     if not report.columns:
         head, body = _cells(report, report.rows)
         return ["step", *head], [[r.label, *cells] for r, cells in zip(report.rows, body)]
@@ -226,7 +295,15 @@ def table(report: Report) -> tuple[list[str], list[list[str]]]:
 
 
 def _notes(report: Report) -> list[str]:
-    return report.notes + [f"{r.label}: {n}" for r in report.rows for n in r.notes]
+    notes = list(report.notes)
+    if report.layout == "factorial":
+        notes.append(f"{report.metric}; the corner cell is the interaction: the Δ of the "
+                     "second row minus the Δ of the first")
+    elif report.layout == "grid":
+        notes.append(f"{report.metric} of each setting")
+    labels = {r.id: (f"{r.label} ({dict(report.columns)[r.column]})" if r.column else r.label)
+              for r in report.rows}
+    return notes + [f"{labels[r.id]}: {n}" for r in report.rows for n in r.notes]
 
 
 def to_markdown(report: Report) -> str:
@@ -297,6 +374,9 @@ def plot_waterfall(report: Report, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if report.layout != "chain":
+        raise AblateError(f"a waterfall plots a chain of tricks; study '{report.study}' is a "
+                          f"{report.layout} table (use the md, csv, json or latex report)")
     rows = [r for r in report.rows if r.cum_delta is not None]
     if not rows:
         raise AblateError("nothing to plot: no completed step")

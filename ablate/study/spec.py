@@ -20,6 +20,12 @@ columns beside each other.
 
 Everything is checked before anything runs; each problem is reported with the file, the step and
 the item at fault.
+
+``layout`` says how the report reads the table. ``chain`` (the default): each row is a trick
+added to (or removed from) its parent, with Δ and cumulative Δ. ``grid``: rows × columns of two
+settings (a sweep of one or two values, e.g. loss × loss weight), every cell a value of its own.
+``factorial``: a 2 × 2 grid of two switches (e.g. mixup in pre-training × mixup in detection),
+reported with both simple effects of each switch and their interaction.
 """
 
 from __future__ import annotations
@@ -45,12 +51,15 @@ STUDY_KEYS = {
     "uses": "other studies' step outputs this study reads (name: {study, step, ...})",
     "columns": "settings the whole chain runs under side by side (list of {id, label, ...})",
     "time": "show each run's wall time in the report: total (h) | total_min | per_epoch (min)",
+    "layout": "how the report reads the table: chain (default) | grid | factorial",
+    "rows_title": "header of the row labels in a grid or factorial report",
 }
 COLUMN_KEYS = {"id": "column id (run folder suffix)", "label": "header in the report",
                "add": "tricks on in every step", "remove": "tricks off in every step",
                "set": "overrides for every step", "scales": "per-scale overrides",
                "seeds": "seeds per step in this column (default: the study's)"}
 TIME_MODES = ("total", "total_min", "per_epoch")
+LAYOUTS = ("chain", "grid", "factorial")
 USE_KEYS = {"study": "the study's name or file (relative to this file)", "step": "its step id",
             "scale": "its scale (default: this run's scale)", "seed": "its seed (default 0)",
             "file": "the file inside its run folder (default checkpoints/last.pt)"}
@@ -127,6 +136,8 @@ class Study:
     uses: dict[str, Use] = field(default_factory=dict)
     columns: list[Column] = field(default_factory=list)
     time: str | None = None  # total | per_epoch: wall time in the report
+    layout: str = "chain"  # chain | grid | factorial (see the module docstring)
+    rows_title: str = "step"
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -242,12 +253,26 @@ def load_study(path: str | Path) -> Study:
     if time_mode is not None and time_mode not in TIME_MODES:
         raise _err(path, "", f"'time' must be one of {', '.join(TIME_MODES)}, got {time_mode!r}")
     steps = _parse_steps(path, raw["steps"], [c.id for c in columns])
+    layout = raw.get("layout", "chain")
+    if layout not in LAYOUTS:
+        raise _err(path, "", f"'layout' must be one of {', '.join(LAYOUTS)}, got {layout!r}"
+                             f"{did_you_mean(str(layout), LAYOUTS)}")
+    if layout != "chain" and not columns:
+        raise _err(path, "", f"layout '{layout}' needs 'columns' (the table's second axis)")
+    if layout != "chain" and time_mode is not None:
+        raise _err(path, "", f"'time' is shown in chain reports only, not with layout "
+                             f"'{layout}'")
+    if layout == "factorial" and (len(steps) != 2 or len(columns) != 2):
+        raise _err(path, "", f"layout 'factorial' crosses two switches: it needs exactly 2 "
+                             f"steps and 2 columns, got {len(steps)} and {len(columns)} "
+                             "(use layout: grid for larger tables)")
     study = Study(path=path, name=name, title=str(raw.get("title", name)), metric=metric,
                   metrics=metrics, steps=steps, base=_mapping(path, "", raw.get("base"), "base"),
                   scales=scales, default_scale=default_scale, seeds=int(raw.get("seeds", 1)),
                   seed=int(raw.get("seed", 0)), paper=str(raw.get("paper", "")),
                   table=str(raw.get("table", "")), uses=_parse_uses(path, raw.get("uses")),
-                  columns=columns, time=time_mode, raw=raw)
+                  columns=columns, time=time_mode, layout=layout,
+                  rows_title=str(raw.get("rows_title", "step")), raw=raw)
     for where, m in [("base", study.base), *[(f"scales.{k}", v) for k, v in scales.items()],
                      *[(f"step '{s.id}': set", s.set) for s in steps],
                      *[(f"step '{s.id}': scales.{k}", v) for s in steps

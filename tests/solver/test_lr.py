@@ -33,6 +33,14 @@ def test_warmup_first_step_is_base_over_n_then_inner_starts_after():
     assert shape(14) == pytest.approx((1 + math.cos(math.pi * 9 / 19)) / 2, abs=1e-15)
 
 
+def test_warmup_from_a_start_factor():
+    shape = WarmupShape(StepShape(milestones=(10,)), iters=4, start_factor=1 / 3)
+    # 1/3 + 2/3 · (it + 1)/4
+    assert [shape(i) for i in range(5)] == pytest.approx([0.5, 2 / 3, 5 / 6, 1.0, 1.0],
+                                                         abs=1e-15)
+    assert shape(10) == pytest.approx(0.1, abs=1e-15)
+
+
 def test_warmup_keeps_step_milestones_absolute():
     shape = WarmupShape(StepShape(milestones=(10, 20)), iters=4)
     assert [shape(i) for i in (0, 3, 4, 9, 10, 19, 20)] == pytest.approx(

@@ -35,7 +35,7 @@ def test_every_study_validates_and_composes(path, fmnist_root, tmp_path):
         shutil.copy(tmp_path / "coco" / "annotations" / "instances_val2017.json",
                     tmp_path / "coco" / "annotations" / "instances_train2017.json")
         (tmp_path / "pretrained").mkdir()
-        for name in ("darknet53.pt", "resnet50.pt"):
+        for name in ("darknet53.pt", "resnet50.pt", "resnet101_d.pt"):
             (tmp_path / "pretrained" / name).write_bytes(b"")
     for scale in ["full", *study.scales]:
         plans = plan_study(study, scale=scale, seeds=[0], only=None, results_root=tmp_path,
