@@ -1,4 +1,5 @@
-"""Benchmark the YOLOv3 training input pipeline (Bag of Freebies, Table 3) on FashionScenes.
+"""Benchmark the YOLOv3 and Faster R-CNN training input pipelines (Bag of Freebies, Tables 3
+and 4) on FashionScenes.
 
 Builds (once) the default FashionScenes (2,000 train scenes, 96–192 px) under ``--cache-dir``
 and times ``build_detection_loaders``' training loader, images/s after the first batch (which
@@ -9,9 +10,13 @@ includes worker start-up, reported separately), for three pipelines:
 * ``augment+mixup+shapes``: mixup (Beta(1.5, 1.5)) before the augmentation and random shapes
   (320–608, every 10 iterations) on the batch;
 
+* ``rcnn flip``: the Faster R-CNN pipeline (``build_rcnn_loaders``: shorter side ``--short``,
+  longer ≤ ``--max-side``, flip p 0.5, zero-padded batches);
+* ``rcnn flip+mixup``: with visually coherent mixup before the resize;
+
 each with 0, 1 and 2 DataLoader workers. Prints a Markdown table.
-Usage: ``python benchmarks/bench_detection_pipeline.py [--size 416] [--batch-size 16]
-[--batches 30] [--workers 0 1 2] [--cache-dir data_cache]``.
+Usage: ``python benchmarks/bench_detection_pipeline.py [--size 416] [--short 600]
+[--max-side 1000] [--batch-size 16] [--batches 30] [--workers 0 1 2] [--cache-dir data_cache]``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from ablate.data.detection_loader import RandomShapes, build_detection_loaders  # noqa: E402
+from ablate.data.detection_rcnn import build_rcnn_loaders  # noqa: E402
 from ablate.data.fashion_scenes import (fashion_scenes_dataset,  # noqa: E402
                                         fashion_scenes_root)
 
@@ -35,14 +41,22 @@ PIPELINES = {
     "augment": dict(augment=True),
     "augment+mixup+shapes": dict(augment=True, mixup={"off_last_epochs": 0}, epochs=1,
                                  random_shapes=RandomShapes(every=10)),
+    "rcnn flip": dict(rcnn=True, augment=True),
+    "rcnn flip+mixup": dict(rcnn=True, augment=True, mixup={"off_last_epochs": 0}, epochs=1),
 }
 
 
 def time_loader(dataset, pipeline: dict, workers: int, args) -> tuple[float, float]:
     """Return (first batch seconds, images/s over the following ``args.batches`` batches)."""
-    train, _ = build_detection_loaders(dataset, None, batch_size=args.batch_size,
-                                       train_size=args.size, num_workers=workers, seed=0,
-                                       **pipeline)
+    pipeline = dict(pipeline)
+    if pipeline.pop("rcnn", False):
+        train, _ = build_rcnn_loaders(dataset, None, batch_size=args.batch_size,
+                                      scale=(args.short, args.max_side), num_workers=workers,
+                                      seed=0, **pipeline)
+    else:
+        train, _ = build_detection_loaders(dataset, None, batch_size=args.batch_size,
+                                           train_size=args.size, num_workers=workers, seed=0,
+                                           **pipeline)
     train.set_epoch(0)
     it = iter(train)
     t0 = time.perf_counter()
@@ -59,6 +73,9 @@ def time_loader(dataset, pipeline: dict, workers: int, args) -> tuple[float, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=416)
+    parser.add_argument("--short", type=int, default=600, help="rcnn shorter side")
+    parser.add_argument("--max-side", type=int, default=1000, help="rcnn longer side cap")
+    parser.add_argument("--only", nargs="+", choices=list(PIPELINES), default=list(PIPELINES))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
@@ -73,9 +90,12 @@ def main() -> None:
         sys.exit("--batches x --batch-size exceeds one epoch")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}; batch {args.batch_size}, "
-          f"size {args.size}, {args.batches} timed batches\n")
+          f"size {args.size} (rcnn {args.short}/{args.max_side}), {args.batches} timed "
+          "batches\n")
     rows = []
     for name, pipeline in PIPELINES.items():
+        if name not in args.only:
+            continue
         for workers in args.workers:
             first, rate = time_loader(dataset, pipeline, workers, args)
             rows.append((name, workers, first, rate))

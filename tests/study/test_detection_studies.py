@@ -7,13 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 
 import pytest
 import torch
 
 from tests.conftest import ROOT, tree_snapshot
-from tests.data.test_coco import make_coco
+from tests.data.test_coco import make_coco_train_val
 from tests.data.test_voc import make_devkit
 
 STUDIES = ROOT / "studies"
@@ -23,10 +22,7 @@ STUDIES = ROOT / "studies"
 def data_root(tmp_path, monkeypatch):
     root = tmp_path / "data"
     make_devkit(root / "voc")
-    make_coco(root / "coco", "val2017")
-    shutil.copytree(root / "coco" / "val2017", root / "coco" / "train2017")
-    shutil.copy(root / "coco" / "annotations" / "instances_val2017.json",
-                root / "coco" / "annotations" / "instances_train2017.json")
+    make_coco_train_val(root / "coco")
     monkeypatch.setenv("ABLATE_DATA", str(root))
     return root
 

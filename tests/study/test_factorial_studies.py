@@ -6,14 +6,13 @@ detection mixup — into its 2 × 2 report."""
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 
 import pytest
 import torch
 
 from tests.conftest import ROOT, tree_snapshot
-from tests.data.test_coco import make_coco
+from tests.data.test_coco import make_coco_train_val
 from tests.study.test_imagenet_studies import make_imagenet_1000
 
 STUDIES = ROOT / "studies"
@@ -22,10 +21,7 @@ STUDIES = ROOT / "studies"
 @pytest.fixture
 def data_root(tmp_path, monkeypatch):
     root = make_imagenet_1000(tmp_path / "data")
-    make_coco(root / "coco", "val2017")
-    shutil.copytree(root / "coco" / "val2017", root / "coco" / "train2017")
-    shutil.copy(root / "coco" / "annotations" / "instances_val2017.json",
-                root / "coco" / "annotations" / "instances_train2017.json")
+    make_coco_train_val(root / "coco")
     monkeypatch.setenv("ABLATE_DATA", str(root))
     return root
 

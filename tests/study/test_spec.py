@@ -1,6 +1,5 @@
 """Study files: every shipped study validates; each malformed one gives a precise error."""
 
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from ablate.config import STUDIES_DIR
 from ablate.errors import AblateError
 from ablate.study.driver import plan_study
 from ablate.study.spec import load_study
-from tests.data.test_coco import make_coco
+from tests.data.test_coco import make_coco_train_val
 from tests.data.test_voc import make_devkit
 from tests.study.test_imagenet_studies import make_imagenet_1000
 
@@ -30,10 +29,7 @@ def test_every_study_validates_and_composes(path, fmnist_root, tmp_path):
         make_imagenet_1000(tmp_path)
     if data in ("voc", "coco"):  # a tiny dataset and a stand-in pretrained file
         make_devkit(tmp_path / "voc")
-        make_coco(tmp_path / "coco", "val2017")
-        shutil.copytree(tmp_path / "coco" / "val2017", tmp_path / "coco" / "train2017")
-        shutil.copy(tmp_path / "coco" / "annotations" / "instances_val2017.json",
-                    tmp_path / "coco" / "annotations" / "instances_train2017.json")
+        make_coco_train_val(tmp_path / "coco")
         (tmp_path / "pretrained").mkdir()
         for name in ("darknet53.pt", "resnet50.pt", "resnet101_d.pt"):
             (tmp_path / "pretrained" / name).write_bytes(b"")
