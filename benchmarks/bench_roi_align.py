@@ -57,7 +57,7 @@ def main() -> None:
             fn().backward(grad)
             times[k].append(time.perf_counter() - t0)
     ms = {k: 1e3 * statistics.median(v[1:]) for k, v in times.items()}
-    a, b = outs.values()
+    a, b = (o.detach() for o in outs.values())
     ga, gb = grads.values()
     print(f"Machine: {machine()}; {args.threads} thread(s)\n")
     print(f"{args.images} images × {args.rois} RoIs, {args.channels} × {args.height} × "
