@@ -260,6 +260,9 @@ def evaluate(
     metric: Optional[str] = typer.Option(None, help="voc07 | voc10 | coco (default: voc07 "
                                                     "for voc, coco for coco)."),
     year: str = typer.Option("2007", help="VOC year of the split."),
+    coco_backend: str = typer.Option("auto", help="COCOeval engine: auto (faster-coco-eval "
+                                                  "when installed) | faster_coco_eval | "
+                                                  "pycocotools; the same numbers to 1e-15."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Score any detector's output with the VOC devkit or COCO metric."""
@@ -268,7 +271,8 @@ def evaluate(
     from ablate.eval.evaluate_cmd import evaluate as run_eval
     from ablate.eval.evaluate_cmd import format_table
 
-    result = run_eval(data, root, split, detections, metric=metric, year=year)
+    result = run_eval(data, root, split, detections, metric=metric, year=year,
+                      coco_backend=coco_backend)
     text = json.dumps(result, indent=2) if json_out else format_table(result)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 

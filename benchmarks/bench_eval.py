@@ -6,8 +6,10 @@ plus random boxes. Times, best of ``--repeats``:
 
 * ``voc_eval`` with the VOC07 11-point and VOC2010 area metrics, against a plain-loop
   transcription of the devkit's ``voc_eval.py`` (py-faster-rcnn), whose APs must agree to 1e-12;
-* ``coco_eval`` against calling pycocotools directly (loadRes + evaluate/accumulate/summarize);
-  the 12 stats must be identical.
+* ``coco_eval`` with each engine against calling pycocotools directly (loadRes +
+  evaluate/accumulate/summarize): with ``backend="pycocotools"`` the 12 stats must be identical,
+  with faster-coco-eval (the default) equal to 1e-15 (it omits pycocotools' ``np.spacing(1)`` in
+  the precision denominator, so a precision of 1/(1 + 2^-52) is 1 there).
 
 Prints a Markdown table. Usage: ``python benchmarks/bench_eval.py [--images N] [--repeats R]``.
 """
@@ -173,7 +175,9 @@ def main(argv=None) -> int:
     t_conv, results = best_of(lambda: detections_to_coco_results(dets, img_ids, cat_ids),
                               args.repeats)
     rows.append(("arrays -> COCO results dicts", t_conv, "", float("nan"), f"{len(results)} dicts"))
-    t_ours, ours = best_of(lambda: coco_eval(gt, results), args.repeats)
+    t_ours, ours = best_of(lambda: coco_eval(gt, results, backend="pycocotools"), args.repeats)
+    t_fast, fast = best_of(lambda: coco_eval(gt, results, backend="faster_coco_eval"),
+                           args.repeats)
     direct_times, direct = [], None
     for _ in range(args.repeats):
         res = copy.deepcopy(results)               # loadRes mutates its input; copy off the clock
@@ -182,12 +186,18 @@ def main(argv=None) -> int:
         direct_times.append(time.perf_counter() - t)
     assert [ours["stats"][n] for n in STAT_NAMES] == [float(v) for v in direct], \
         "coco_eval stats differ from pycocotools"
-    rows.append(("COCO bbox mAP (coco_eval)", t_ours, "pycocotools COCOeval direct",
+    rows.append(("COCO bbox mAP (coco_eval, pycocotools)", t_ours, "pycocotools COCOeval direct",
                  min(direct_times), f"AP {ours['stats']['AP']:.4f}, identical 12 stats"))
+    err = max(abs(fast["stats"][n] - float(v)) for n, v in zip(STAT_NAMES, direct))
+    assert err <= 1e-15, f"faster-coco-eval differs from pycocotools by {err}"
+    rows.append(("COCO bbox mAP (coco_eval, faster-coco-eval: default)", t_fast,
+                 "pycocotools COCOeval direct", min(direct_times),
+                 f"AP {fast['stats']['AP']:.4f}, 12 stats within {err:.1e}"))
 
     print(f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; Python {platform.python_version()}, "
           f"numpy {np.__version__}, torch {torch.__version__}, "
-          f"pycocotools {getattr(pycocotools, '__version__', _version('pycocotools'))}")
+          f"pycocotools {getattr(pycocotools, '__version__', _version('pycocotools'))}, "
+          f"faster-coco-eval {_version('faster-coco-eval')}")
     print(f"Data: {args.images} images, {n_gt} GT, {n_det} detections, {args.classes} classes, "
           f"seed {args.seed}; best of {args.repeats}\n")
     print("| task | ablate (s) | baseline | baseline (s) | speed-up (baseline / ablate) | result |")

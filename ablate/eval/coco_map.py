@@ -1,9 +1,12 @@
-"""COCO detection mAP through the official pycocotools ``COCOeval``.
+"""COCO detection mAP: the official ``COCOeval`` (evaluate -> accumulate -> summarize).
 
 Reference: Lin et al., "Microsoft COCO: Common Objects in Context" (ECCV 2014) and the
-cocodataset/cocoapi ``COCOeval`` (evaluate -> accumulate -> summarize). We call it unchanged so
-the 12 summary numbers are exactly the official ones; this module only adds names, per-category
-AP, quiet output, input validation and the array -> results-dict conversion.
+cocodataset/cocoapi ``COCOeval``. Two engines give the same 12 numbers (tests/eval/test_coco_map.py
+compares them exactly): pycocotools itself, and faster-coco-eval's ``COCOeval_faster`` (the
+same algorithm with ``evaluateImg``/``accumulate`` in C++, detectron2's ``COCOeval_opt``
+lineage), several times faster on 5,000 images (benchmarks/RESULTS.md). ``backend="auto"``
+takes the faster one when it is installed. This module only adds names, per-category AP, quiet
+output, input validation and the array -> results-dict conversion.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from ablate.errors import AblateError, did_you_mean
 from ablate.eval.detections_io import read_coco_results, validate_coco_results
 
 __all__ = ["coco_eval", "detections_to_coco_results", "build_coco_gt", "load_coco_gt",
-           "STAT_NAMES"]
+           "STAT_NAMES", "BACKENDS"]
 
 # Order of COCOeval.stats for iouType "bbox"/"segm".
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 IOU_TYPES = ("bbox", "segm")
+BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
 
 
 def _quiet(verbose: bool):
@@ -55,8 +59,54 @@ def load_coco_gt(coco_gt: Any, verbose: bool = False):
     raise AblateError(f"coco_gt must be a COCO object, a path or a dict, got {type(coco_gt).__name__}")
 
 
+def _backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise AblateError(f"unknown COCO evaluation backend '{name}'{did_you_mean(name, BACKENDS)}"
+                          f" (use one of {', '.join(BACKENDS)})")
+    if name == "auto":
+        try:
+            import faster_coco_eval  # noqa: F401
+        except ImportError:
+            return "pycocotools"
+        return "faster_coco_eval"
+    return name
+
+
+def _faster_gt(gt):
+    """faster-coco-eval's ``COCO`` over the same dataset dict (built once per ground truth)."""
+    fast = getattr(gt, "_ablate_faster_gt", None)
+    if fast is None:
+        from faster_coco_eval import COCO as FasterCOCO
+
+        fast = FasterCOCO(gt.dataset)
+        gt._ablate_faster_gt = fast
+    return fast
+
+
+def _cocoeval(gt, results: list, iou_type: str, backend: str, img_ids, verbose: bool):
+    """The evaluated ``COCOeval`` of one engine (``results`` are consumed: loadRes edits them)."""
+    if backend == "faster_coco_eval":
+        from faster_coco_eval import COCOeval_faster
+
+        fgt = _faster_gt(gt)
+        ev = COCOeval_faster(fgt, fgt.loadRes(results), iou_type,
+                             print_function=print if verbose else (lambda *a, **k: None))
+    else:
+        from pycocotools.cocoeval import COCOeval
+
+        with _quiet(verbose):
+            ev = COCOeval(gt, gt.loadRes(results), iou_type)
+    if img_ids is not None:
+        ev.params.imgIds = sorted(int(i) for i in img_ids)
+    with _quiet(verbose):
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
 def coco_eval(coco_gt: Any, results: Any, iou_type: str = "bbox", verbose: bool = False,
-              img_ids: Sequence[int] | None = None) -> dict:
+              img_ids: Sequence[int] | None = None, backend: str = "auto") -> dict:
     """Official COCO evaluation with named outputs.
 
     Args:
@@ -66,15 +116,16 @@ def coco_eval(coco_gt: Any, results: Any, iou_type: str = "bbox", verbose: bool 
         iou_type: ``"bbox"`` or ``"segm"``.
         verbose: let pycocotools print its progress and summary table.
         img_ids: evaluate only these images (default: all images of ``coco_gt``).
+        backend: ``"pycocotools"``, ``"faster_coco_eval"`` or ``"auto"`` (the faster one
+            when installed); both give the same numbers.
     Returns:
         ``{"stats": {name: float} for the 12 names in STAT_NAMES,
         "per_category": {category name: AP@[.5:.95], area all, maxDets 100; NaN without GT}}``.
         Empty results give all-zero stats and 0 for every category with GT.
     """
-    from pycocotools.cocoeval import COCOeval
-
     if iou_type not in IOU_TYPES:
         raise AblateError(f"unknown iou_type '{iou_type}'{did_you_mean(iou_type, IOU_TYPES)}")
+    backend = _backend(backend)
     gt = load_coco_gt(coco_gt, verbose)
     if isinstance(results, (str, os.PathLike)):
         results = read_coco_results(results, need_bbox=iou_type == "bbox")
@@ -98,15 +149,7 @@ def coco_eval(coco_gt: Any, results: Any, iou_type: str = "bbox", verbose: bool 
                                                                  catIds=[c]) else float("nan"))
                                  for c in sorted(cats)}}
     # loadRes writes 'area', 'id', 'segmentation' into each dict: give it copies.
-    results = [dict(r) for r in results]
-    with _quiet(verbose):
-        dt = gt.loadRes(results)
-        ev = COCOeval(gt, dt, iou_type)
-        if img_ids is not None:
-            ev.params.imgIds = sorted(int(i) for i in img_ids)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+    ev = _cocoeval(gt, [dict(r) for r in results], iou_type, backend, img_ids, verbose)
     stats = {n: float(v) for n, v in zip(STAT_NAMES, ev.stats)}
     # precision: [T iou, R recall, K cat, A area, M maxDets]; -1 marks "no GT".
     prec = ev.eval["precision"]

@@ -18,9 +18,12 @@ Inputs and conventions:
   Class names: ``class_names`` if given; else FashionScenes' classes when ``root`` is a
   FashionScenes build (its ``.complete`` marker), else the 20 VOC classes.
   ``--metric coco`` on VOC data converts the GT to COCO (continuous boxes ``[x-1, y-1, x2, y2]``,
-  area = box area, difficult -> ``iscrowd``: ignored, as in the devkit) and runs pycocotools.
+  area = box area, difficult -> ``iscrowd``: ignored, as in the devkit) and runs ``COCOeval``.
 * ``--data coco``: ``<root>/annotations/instances_<split>.json`` (images are not needed) and a
-  results JSON, evaluated by pycocotools ``COCOeval`` unchanged; ``class_names`` is ignored.
+  results JSON, evaluated by ``COCOeval`` unchanged; ``class_names`` is ignored.
+* ``COCOeval`` is faster-coco-eval's C++ one by default, pycocotools' with
+  ``coco_backend="pycocotools"`` (``--coco-backend``): the same numbers to 1e-15 (see
+  ``ablate.eval.coco_map``).
 
 Ties in score are ranked by the image's position in the split, then file order. Results are
 percentages; AP of a class without (non-difficult) GT and COCO stats of -1 (no GT in that area
@@ -155,7 +158,7 @@ def _coco_part(res: dict) -> dict:
 
 
 def _evaluate_voc(root: Path, split: str, det: Path, metric: str, year: str,
-                  class_names: Sequence[str] | None) -> dict:
+                  class_names: Sequence[str] | None, backend: str) -> dict:
     from ablate.data import fashion_scenes
     from ablate.data.voc import VOC_CLASSES, devkit_to_xyxy, voc_ground_truth
 
@@ -179,7 +182,8 @@ def _evaluate_voc(root: Path, split: str, det: Path, metric: str, year: str,
         gt = build_coco_gt(cont, coco_ids, category_names=names)
         cd = [{**d, "boxes": devkit_to_xyxy(d["boxes"])} for d in dets]
         out = _coco_part(coco_eval(gt, detections_to_coco_results(cd, coco_ids,
-                                                                   range(1, len(names) + 1))))
+                                                                   range(1, len(names) + 1)),
+                                   backend=backend))
     else:
         from ablate.eval.voc_map import voc_eval
 
@@ -191,7 +195,7 @@ def _evaluate_voc(root: Path, split: str, det: Path, metric: str, year: str,
             "missing_class_files": missing}
 
 
-def _evaluate_coco(root: Path, split: str, det: Path) -> dict:
+def _evaluate_coco(root: Path, split: str, det: Path, backend: str) -> dict:
     from ablate.data.coco import LAYOUT, load_coco_api
     from ablate.data.detection_common import first_missing, missing_path_error
     from ablate.eval.coco_map import coco_eval
@@ -212,13 +216,14 @@ def _evaluate_coco(root: Path, split: str, det: Path) -> dict:
     if bad:
         raise AblateError(f"{det}: unknown category_id {bad[:5]}; {ann} has "
                           f"{sorted(gt.getCatIds())[:20]}")
-    return {**_coco_part(coco_eval(gt, results)), "num_images": len(gt.getImgIds()),
+    return {**_coco_part(coco_eval(gt, results, backend=backend)),
+            "num_images": len(gt.getImgIds()),
             "num_detections": len(results)}
 
 
 def evaluate(data: str, root: str | os.PathLike, split: str, detections: str | os.PathLike,
              metric: str | None = None, year: str = "2007",
-             class_names: Sequence[str] | None = None) -> dict:
+             class_names: Sequence[str] | None = None, coco_backend: str = "auto") -> dict:
     """Evaluate a detector's output files against a dataset split (see the module docstring).
 
     Args:
@@ -230,6 +235,7 @@ def evaluate(data: str, root: str | os.PathLike, split: str, detections: str | o
             or ``coco``; default ``voc07`` for voc, ``coco`` for coco.
         year: VOC year folder.
         class_names: VOC class list override (default: see module docstring).
+        coco_backend: ``auto``, ``faster_coco_eval`` or ``pycocotools`` (the COCO metric).
     Returns:
         JSON-able dict: ``data, split, metric, root, detections, map`` (percent), ``per_class``
         ({name: AP percent or None}), ``num_images``, ``num_detections``; voc adds
@@ -243,8 +249,13 @@ def evaluate(data: str, root: str | os.PathLike, split: str, detections: str | o
     if not det.exists():
         raise AblateError(f"detections not found: {det} does not exist")
     root = Path(root)
-    res = (_evaluate_voc(root, split, det, metric, str(year), class_names) if key == "voc"
-           else _evaluate_coco(root, split, det))
+    from ablate.eval.coco_map import BACKENDS
+
+    if coco_backend not in BACKENDS:
+        raise AblateError(f"unknown COCO backend '{coco_backend}'"
+                          f"{did_you_mean(coco_backend, BACKENDS)} (use one of {', '.join(BACKENDS)})")
+    res = (_evaluate_voc(root, split, det, metric, str(year), class_names, coco_backend)
+           if key == "voc" else _evaluate_coco(root, split, det, coco_backend))
     return {"data": key, "split": split, "metric": metric, "root": str(root),
             "detections": str(det), **res}
 

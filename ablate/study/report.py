@@ -8,7 +8,8 @@ A study with columns (the same chain under several settings) puts the columns si
 one row per step of the file, as the paper does. With ``time:`` set, each run's wall time is
 shown (``total`` in hours, ``total_min`` in minutes, ``per_epoch`` in minutes per epoch),
 averaged over seeds, beside the paper's ``time`` reference value where a step records one (in
-its own unit: the paper's hours on its GPUs).
+its own unit: the paper's hours on its GPUs). Where every step stands alone (``parent: null``,
+as MegDet's rows do), there is no Δ to show and the table has none.
 
 A ``grid`` study (rows × columns of two settings) is shown as that matrix of the primary
 metric, ours beside the paper's; a ``factorial`` one (2 × 2, two switches) adds the effect of
@@ -217,23 +218,26 @@ def _cells(report: Report, rows: list[Row], prefix: str = "") -> tuple[list[str]
     """Header and cells of one column of the table (the whole table without columns)."""
     m = report.metric
     has_ref = any(r.ref for r in rows)
-    head = [f"{prefix}{m}", "Δ", "cum Δ"] + [f"{prefix}{x}" for x in report.metrics if x != m]
+    chained = any(r.parent for r in rows)  # rows that each stand alone have no Δ to show
+    deltas = ["Δ", "cum Δ"] if chained else []
+    head = [f"{prefix}{m}", *deltas] + [f"{prefix}{x}" for x in report.metrics if x != m]
     if report.time:
         head += [f"{prefix}time ({TIME_UNITS[report.time][0]})"]
     ref_time = report.time is not None and any("time" in r.ref for r in rows)
     if has_ref:
-        head += [f"paper {m}", "paper Δ", "paper cum Δ"]
+        head += [f"paper {m}"] + [f"paper {d}" for d in deltas]
         head += [f"paper {x}" for x in report.metrics if x != m]
         head += ["paper time"] if ref_time else []
     head += ["runs"]
     body = []
     for r in rows:
-        line = [_ours(r, m), _num(r.delta, True), _num(r.cum_delta, True)]
+        line = [_ours(r, m)] + ([_num(r.delta, True), _num(r.cum_delta, True)] if chained else [])
         line += [_ours(r, x) for x in report.metrics if x != m]
         if report.time:
             line += [_time(report, r)]
         if has_ref:
-            line += [_num(r.ref.get(m)), _num(r.ref_delta, True), _num(r.ref_cum_delta, True)]
+            line += [_num(r.ref.get(m))]
+            line += [_num(r.ref_delta, True), _num(r.ref_cum_delta, True)] if chained else []
             line += [_num(r.ref.get(x)) for x in report.metrics if x != m]
             line += [_num(r.ref.get("time"))] if ref_time else []
         line += [str(len(r.seeds)) if r.status == "completed" else
@@ -377,6 +381,10 @@ def plot_waterfall(report: Report, path: Path) -> None:
     if report.layout != "chain":
         raise AblateError(f"a waterfall plots a chain of tricks; study '{report.study}' is a "
                           f"{report.layout} table (use the md, csv, json or latex report)")
+    if not any(r.parent for r in report.rows):
+        raise AblateError(f"a waterfall plots a chain of tricks; every step of study "
+                          f"'{report.study}' stands alone (no parent), so there is no Δ to plot "
+                          "(use the md, csv, json or latex report)")
     rows = [r for r in report.rows if r.cum_delta is not None]
     if not rows:
         raise AblateError("nothing to plot: no completed step")

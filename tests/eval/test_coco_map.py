@@ -1,4 +1,5 @@
-"""COCO mAP wrapper: identical to calling pycocotools COCOeval directly."""
+"""COCO mAP wrapper: identical to calling pycocotools COCOeval directly, with either engine
+(pycocotools, or faster-coco-eval's C++ COCOeval_faster)."""
 
 import contextlib
 import copy
@@ -62,24 +63,105 @@ def direct(dataset, results):
     return ev
 
 
-def test_stats_equal_pycocotools(capsys):
+ENGINES = ["pycocotools", "faster_coco_eval"]
+
+
+@pytest.mark.parametrize("backend", ENGINES)
+def test_stats_equal_pycocotools(capsys, backend):
     ds, res = gt_dataset(), noisy_results(gt_dataset())
     before = copy.deepcopy(res)
-    out = coco_eval(copy.deepcopy(ds), res)
+    out = coco_eval(copy.deepcopy(ds), res, backend=backend)
     assert capsys.readouterr().out == ""          # pycocotools' printing suppressed
     assert res == before                          # loadRes did not mutate the caller's dicts
     ev = direct(ds, res)
+    tol = 0 if backend == "pycocotools" else 1e-15  # see test_engines_agree
     assert list(out["stats"]) == list(STAT_NAMES)
-    assert [out["stats"][n] for n in STAT_NAMES] == [float(v) for v in ev.stats]
+    assert [out["stats"][n] for n in STAT_NAMES] == pytest.approx(
+        [float(v) for v in ev.stats], abs=tol, rel=0)
     assert 0.1 < out["stats"]["AP"] < 0.9
     for k, cat in enumerate(CATS):
         p = ev.eval["precision"][:, :, k, 0, -1]
-        assert out["per_category"][cat["name"]] == pytest.approx(np.mean(p[p > -1]), abs=0)
+        assert out["per_category"][cat["name"]] == pytest.approx(np.mean(p[p > -1]), abs=tol,
+                                                                 rel=0)
 
 
-def test_verbose_prints(capsys):
+def big_case(seed: int, n_images: int = 60):
+    """Many images and categories: crowds, all three area ranges, images without GT or without
+    detections, more than 100 detections on some images (maxDets cuts) and tied scores."""
+    rng = np.random.default_rng(seed)
+    cats = [{"id": c, "name": f"c{c}"} for c in (1, 2, 4, 5, 8)]
+    images, anns, res = [], [], []
+    for img in range(1, n_images + 1):
+        images.append({"id": img, "height": 400, "width": 600})
+        for _ in range(int(rng.integers(0, 8))):
+            w, h = np.exp(rng.uniform(np.log(4), np.log(300), 2))
+            x, y = rng.uniform(0, 300, 2)
+            anns.append({"id": len(anns) + 1, "image_id": img, "category_id": int(rng.choice(
+                [1, 2, 4, 5, 8])), "bbox": [x, y, w, h], "area": float(w * h * rng.uniform(.6, 1)),
+                "iscrowd": int(rng.random() < 0.08)})
+    for a in anns:
+        for _ in range(int(rng.integers(0, 4))):
+            x, y, w, h = a["bbox"]
+            res.append({"image_id": a["image_id"], "category_id": a["category_id"] if rng.random()
+                        < .85 else int(rng.choice([1, 2, 4, 5, 8])),
+                        "bbox": [x + rng.normal(0, w / 8), y + rng.normal(0, h / 8),
+                                 w * rng.uniform(.7, 1.3), h * rng.uniform(.7, 1.3)],
+                        "score": float(np.round(rng.random(), 1))})       # ties
+    for img in rng.choice(np.arange(1, n_images + 1), 4, replace=False):  # >100 on an image
+        for _ in range(130):
+            res.append({"image_id": int(img), "category_id": int(rng.choice([1, 2, 4, 5, 8])),
+                        "bbox": [*rng.uniform(0, 500, 2), *rng.uniform(2, 200, 2)],
+                        "score": float(np.round(rng.random(), 2))})
+    return {"images": images, "annotations": anns, "categories": cats}, res
+
+
+def faster_direct(dataset, results):
+    from faster_coco_eval import COCO as FasterCOCO, COCOeval_faster
+
+    gt = FasterCOCO(copy.deepcopy(dataset))
+    ev = COCOeval_faster(gt, gt.loadRes(copy.deepcopy(results)), "bbox",
+                         print_function=lambda *a, **k: None)
+    ev.evaluate(), ev.accumulate(), ev.summarize()
+    return ev
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_engines_agree(seed):
+    """The two engines match everywhere but in one documented place: pycocotools' precision is
+    tp / (tp + fp + np.spacing(1)), faster-coco-eval's tp / (tp + fp). In float64 the two differ
+    only when tp + fp = 1 (1 / (1 + 2^-52) vs 1), so precision arrays differ only there and
+    by 2.2e-16, and the summary numbers by less than 1e-15."""
+    ds, res = big_case(seed)
+    a = coco_eval(copy.deepcopy(ds), res, backend="pycocotools")
+    b = coco_eval(copy.deepcopy(ds), res, backend="faster_coco_eval")
+    assert a["stats"] == {n: float(v) for n, v in zip(STAT_NAMES, direct(ds, res).stats)}
+    assert list(b["stats"].values()) == pytest.approx(list(a["stats"].values()), abs=1e-15, rel=0)
+    assert list(b["per_category"].values()) == pytest.approx(list(a["per_category"].values()),
+                                                             abs=1e-15, rel=0)
+    assert 0.05 < a["stats"]["AP"] < 0.95 and a["stats"]["APs"] > 0 and a["stats"]["APl"] > 0
+    pa, pb = direct(ds, res).eval, faster_direct(ds, res).eval
+    assert np.array_equal(pa["recall"], pb["recall"]) and np.array_equal(pa["scores"], pb["scores"])
+    diff = pa["precision"] != pb["precision"]
+    assert np.all(pa["precision"][diff] == 1 / (1 + np.spacing(1)))
+    assert np.all(pb["precision"][diff] == 1.0)
+    sub = [3, 5, 8, 13]
+    assert list(coco_eval(ds, res, img_ids=sub, backend="pycocotools")["stats"].values()) == \
+        pytest.approx(list(coco_eval(ds, res, img_ids=sub, backend="faster_coco_eval")["stats"]
+                           .values()), abs=1e-15, rel=0)
+
+
+def test_backend_choice():
     ds = gt_dataset()
-    coco_eval(ds, noisy_results(ds), verbose=True)
+    with pytest.raises(AblateError, match="did you mean 'pycocotools'"):
+        coco_eval(ds, noisy_results(ds), backend="pycocotool")
+    assert coco_eval(ds, noisy_results(ds)) == coco_eval(ds, noisy_results(ds),
+                                                         backend="faster_coco_eval")  # auto
+
+
+@pytest.mark.parametrize("backend", ENGINES)
+def test_verbose_prints(capsys, backend):
+    ds = gt_dataset()
+    coco_eval(ds, noisy_results(ds), verbose=True, backend=backend)
     assert "Average Precision" in capsys.readouterr().out
 
 
@@ -89,7 +171,7 @@ def test_paths_and_img_ids(tmp_path):
     (tmp_path / "res.json").write_text(json.dumps(res))
     out = coco_eval(str(tmp_path / "gt.json"), tmp_path / "res.json")
     assert out == coco_eval(ds, res)
-    sub = coco_eval(ds, res, img_ids=[10, 11])
+    sub = coco_eval(ds, res, img_ids=[10, 11], backend="pycocotools")
     with contextlib.redirect_stdout(io.StringIO()):
         gt = load_coco_gt(copy.deepcopy(ds))
         ev = COCOeval(gt, gt.loadRes(copy.deepcopy(res)), "bbox")
@@ -98,11 +180,12 @@ def test_paths_and_img_ids(tmp_path):
     assert [sub["stats"][n] for n in STAT_NAMES] == [float(v) for v in ev.stats]
 
 
-def test_perfect_detections_give_one():
+@pytest.mark.parametrize("backend", ENGINES)
+def test_perfect_detections_give_one(backend):
     ds = gt_dataset()
     res = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
             "score": 1.0} for a in ds["annotations"] if not a["iscrowd"]]
-    out = coco_eval(ds, res)
+    out = coco_eval(ds, res, backend=backend)
     for name in ("AP", "AP50", "AP75", "AR10", "AR100"):  # AR1: 1 det per image
         assert out["stats"][name] == pytest.approx(1.0, abs=1e-12), name
     assert all(v == pytest.approx(1.0, abs=1e-12) for v in out["per_category"].values())

@@ -198,7 +198,13 @@ def test_coco_path_equals_pycocotools(root, tmp_path):
     path = tmp_path / "res.json"
     path.write_text(json.dumps(res))
     r = evaluate("coco", root, "test", path)
-    assert r["stats"] == _direct_stats(root / "annotations" / "instances_test.json", res)
+    direct = _direct_stats(root / "annotations" / "instances_test.json", res)
+    assert evaluate("coco", root, "test", path, coco_backend="pycocotools")["stats"] == direct
+    assert r["stats"].keys() == direct.keys()
+    for k, v in direct.items():  # percent; None = no GT in that area range
+        assert (r["stats"][k] is None) if v is None else abs(r["stats"][k] - v) <= 1e-13, k
+    with pytest.raises(AblateError, match="did you mean 'pycocotools'"):
+        evaluate("coco", root, "test", path, coco_backend="pycocotool")
     assert r["map"] == r["stats"]["AP"] and 0 < r["map"] < 100
     assert r["metric"] == "coco" and r["num_images"] == 20 and r["num_detections"] == len(res)
     assert list(r["per_class"]) == list(CLASSES)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ablate.errors import AblateError
 from ablate.study.report import build_report, locate, plot_waterfall, render
 from ablate.study.spec import load_study
 
@@ -118,3 +119,39 @@ def test_locate_results_folder_and_plot(study_and_results, tmp_path):
     png = tmp_path / "w.png"
     plot_waterfall(build_report(study, res, "full"), png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+ROWS_STUDY = """
+name: rows
+title: Mini-batch size x BN size
+metric: map
+time: total_min
+steps:
+  - id: b16
+    label: batch 16
+    parent: null
+    add: [warmup]
+    ref: {map: 37.0, time: 39.5}
+  - id: b64
+    label: batch 64
+    parent: null
+    add: [warmup]
+    ref: {map: 35.3, time: 40.9}
+"""
+
+
+def test_standalone_rows_have_no_delta_columns(tmp_path):
+    """MegDet's rows each stand alone: the table shows metric and time, no Δ, and a waterfall
+    (a chain's plot) is refused."""
+    path = tmp_path / "rows.yaml"
+    path.write_text(textwrap.dedent(ROWS_STUDY))
+    res = tmp_path / "results" / "rows" / "full"
+    put(res, "b16", 0, 10.5)
+    put(res, "b64", 0, 2.25)
+    rep = build_report(load_study(path), res, "full")
+    lines = render(rep, "md").splitlines()
+    assert "| step | map | time (min) | paper map | paper time | runs |" in lines
+    assert "| batch 16 | 10.50 | 0.17 | 37.00 | 39.50 | 1 |" in lines
+    assert "| batch 64 | 2.25 | 0.17 | 35.30 | 40.90 | 1 |" in lines
+    with pytest.raises(AblateError, match="stands alone"):
+        plot_waterfall(rep, tmp_path / "w.png")
