@@ -125,7 +125,10 @@ def _lead(spec, scale, root, plans, deps, *, nproc, parallel, force, keep_going,
                           f"{out_dir / '.replaced'} and start again")
     from ablate.study.runner import check_launches
 
-    check_launches([*(p for d in deps for p in d.plans), *plans], nproc, parallel)
+    try:
+        check_launches([*(p for d in deps for p in d.plans), *plans], nproc, parallel)
+    except AblateError as e:
+        raise AblateError(f"{spec.path}: {e}") from None
     # several runs at once print plain lines, each prefixed with its step
     shown = console if parallel == 1 else Console(force_terminal=False)
     dep_todo = [d for d in deps if any(p.action != "skip" for p in d.plans)]
@@ -158,7 +161,7 @@ def _lead(spec, scale, root, plans, deps, *, nproc, parallel, force, keep_going,
 
 def _print_plan(spec, plans, deps, nproc, parallel) -> None:
     """The dry run: each run's decision and how it would be launched."""
-    from ablate.launch import check, describe, device_slots, nproc_for
+    from ablate.launch import check, check_layout, describe, device_slots, nproc_for
     from ablate.study.share import source_dir
 
     def show(prefix: str, p) -> None:
@@ -175,6 +178,15 @@ def _print_plan(spec, plans, deps, nproc, parallel) -> None:
         for line in more:
             _say(f"           {line}")
 
+    for where, group in [*((f"uses {d.study.name}/{d.step}", d.plans) for d in deps),
+                         ("", plans)]:
+        for p in group:
+            if p.action not in ("skip", "refuse", "share"):
+                try:
+                    check_layout(p.cfg, nproc_for(p.cfg.launcher, nproc))
+                except AblateError as e:
+                    raise AblateError(f"{spec.path}: {where + ': ' if where else ''}step "
+                                      f"'{p.step.id}' (seed {p.seed}): {e}") from None
     if parallel > 1:
         todo = [p for p in plans if p.action not in ("skip", "refuse", "share")]
         if todo:

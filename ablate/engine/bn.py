@@ -66,6 +66,30 @@ def _replace_bn(module: nn.Module, make) -> nn.Module:
     return module
 
 
+def bn_layout(group_size: int | None, per_rank_batch: int, world_size: int,
+              device_type: str) -> str:
+    """How BN statistics over ``group_size`` images are computed: ``"plain"`` (each process's
+    batch), ``"ghost"`` (groups inside a process) or ``"sync"`` (SyncBatchNorm over
+    ``group_size / per_rank_batch`` processes). Raises ``AblateError`` for layouts that cannot
+    work; the driver calls it before launching anything."""
+    if group_size is None or group_size == per_rank_batch:
+        return "plain"
+    if group_size < per_rank_batch:
+        if per_rank_batch % group_size:
+            raise AblateError(f"bn_group_size {group_size} does not divide the per-process "
+                              f"batch {per_rank_batch}")
+        return "ghost"
+    if group_size % per_rank_batch or group_size // per_rank_batch > world_size:
+        raise AblateError(f"bn_group_size {group_size} must be a multiple of the per-process "
+                          f"batch {per_rank_batch} spanning at most the {world_size} processes")
+    if device_type != "cuda":
+        raise AblateError(f"bn_group_size {group_size} > per-process batch {per_rank_batch} "
+                          "needs BN statistics synchronised across processes, which torch only "
+                          "has on CUDA; on CPU run one process with the whole batch (BN over "
+                          "the global batch) or smaller groups (ghost batches)")
+    return "sync"
+
+
 def convert_bn_groups(model: nn.Module, group_size: int | None, per_rank_batch: int,
                       world_size: int, device: torch.device) -> nn.Module:
     """Make every BatchNorm2d compute statistics over ``group_size`` images.
@@ -74,23 +98,13 @@ def convert_bn_groups(model: nn.Module, group_size: int | None, per_rank_batch: 
         group_size: images per statistics group; ``None`` = each process's batch.
         per_rank_batch: images per process per step.
     """
-    if group_size is None or group_size == per_rank_batch:
+    layout = bn_layout(group_size, per_rank_batch, world_size, device.type)
+    if layout == "plain":
         return model
-    if group_size < per_rank_batch:
-        if per_rank_batch % group_size:
-            raise AblateError(f"bn_group_size {group_size} does not divide the per-process "
-                              f"batch {per_rank_batch}")
+    if layout == "ghost":
         return _replace_bn(model, lambda bn: GhostBatchNorm2d(
             bn.num_features, group_size, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
             track_running_stats=bn.track_running_stats))
-    if group_size % per_rank_batch or group_size // per_rank_batch > world_size:
-        raise AblateError(f"bn_group_size {group_size} must be a multiple of the per-process "
-                          f"batch {per_rank_batch} spanning at most the {world_size} processes")
-    if device.type != "cuda":
-        raise AblateError(f"bn_group_size {group_size} > per-process batch {per_rank_batch} "
-                          "needs BN statistics synchronised across processes, which torch only "
-                          "has on CUDA; on CPU run one process with the whole batch (BN over "
-                          "the global batch) or smaller groups (ghost batches)")
     import torch.distributed as dist
 
     ranks_per_group = group_size // per_rank_batch

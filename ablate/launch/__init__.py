@@ -73,6 +73,48 @@ def nproc_for(launcher_cfg: Mapping[str, Any], override: str | int | None = None
     return resolve_nproc(override if override is not None else cfg.get("nproc", 1))
 
 
+def check_layout(cfg: Any, nproc: int) -> None:
+    """A run's batch and BN layout over the processes its launch starts, checked before it
+    starts: ``train.batch_size`` splits over processes × ``train.accum_steps``, and
+    ``train.bn_group_size`` (after tricks such as ``sync_bn``) is plain, ghost or synchronised
+    BN — the last only where the run is on CUDA (``ablate.engine.bn.bn_layout``)."""
+    import torch
+
+    from ablate.engine.bn import bn_layout
+    from ablate.tricks import BuildContext, build_tricks
+
+    lcfg = _plain(cfg.launcher)
+    name = _name(lcfg)
+    nodes = int(lcfg.get("nnodes" if name == "multinode" else "nodes", 1)) \
+        if name in ("multinode", "slurm") else 1
+    world = nproc * nodes
+    tcfg = cfg.train
+    accum = tcfg.get("accum_steps", 1)
+    if not isinstance(accum, int) or accum < 1:
+        raise AblateError(f"train.accum_steps must be a positive integer, got {accum!r}")
+    if tcfg.batch_size % (world * accum):
+        raise AblateError(f"train.batch_size={tcfg.batch_size} is not divisible by the "
+                          f"{world} processes × train.accum_steps={accum}")
+    device = str(lcfg.get("device", "auto"))
+    if device == "auto":
+        cuda = (int(lcfg.get("gpus_per_node") or 0) > 0 if name == "slurm"
+                else torch.cuda.is_available())
+    else:
+        cuda = device.startswith("cuda")
+    tricks_cfg = cfg.get("tricks") or {}
+    tricks = build_tricks(_plain(tricks_cfg) if tricks_cfg else {}, cfg.model.task)
+    group = tcfg.get("bn_group_size")
+    ctx = BuildContext(task=cfg.model.task, epochs=tcfg.epochs, iters_per_epoch=1,
+                       total_batch=tcfg.batch_size, world_size=world)
+    for t in tricks:
+        group = t.bn_group_size(group, ctx)
+    where = f"{world} process{'es' if world > 1 else ''} on {'CUDA' if cuda else 'CPU'}: "
+    try:
+        bn_layout(group, tcfg.batch_size // (world * accum), world, "cuda" if cuda else "cpu")
+    except AblateError as e:
+        raise AblateError(where + str(e)) from None
+
+
 def check(launcher_cfg: Mapping[str, Any], nproc: int, parallel: int = 1,
           strict: bool = True) -> None:
     """Raise ``AblateError`` for settings that cannot work (``strict``: also for what this

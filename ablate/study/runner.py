@@ -20,12 +20,16 @@ def check_launches(plans: list[RunPlan], nproc: int | str | None, parallel: int
         ``id(plan) → processes per run``, and the device set of each concurrent slot (None
         where runs need no devices of their own).
     """
-    from ablate.launch import check, device_slots, nproc_for
+    from ablate.launch import check, check_layout, device_slots, nproc_for
 
     launches = [p for p in plans if p.action not in ("skip", "share", "refuse")]
     counts = {id(p): nproc_for(p.cfg.launcher, nproc) for p in launches}
     for p in launches:
         check(p.cfg.launcher, counts[id(p)], parallel)
+        try:
+            check_layout(p.cfg, counts[id(p)])
+        except AblateError as e:
+            raise AblateError(f"step '{p.step.id}' (seed {p.seed}): {e}") from None
         if p.action == "rerun" and (p.run_dir / "slurm_job.json").is_file():
             from ablate.launch.slurm import active_job
 
