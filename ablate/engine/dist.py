@@ -49,6 +49,19 @@ class DistInfo:
         return self.rank == self.main_rank
 
 
+def per_rank_batch(batch_size: int, world_size: int, accum_steps: Any) -> int:
+    """Images each process loads per micro-step: ``train.batch_size`` is the global batch of
+    one optimizer step, ``world_size × accum_steps × per_rank``."""
+    from ablate.errors import AblateError
+
+    if not isinstance(accum_steps, int) or accum_steps < 1:
+        raise AblateError(f"train.accum_steps must be a positive integer, got {accum_steps!r}")
+    if batch_size % (world_size * accum_steps):
+        raise AblateError(f"train.batch_size={batch_size} is not divisible by the "
+                          f"{world_size} processes × train.accum_steps={accum_steps}")
+    return batch_size // (world_size * accum_steps)
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group torchrun set up (gloo on CPU, nccl on CUDA) and pick the device."""
     rank = int(os.environ.get("RANK", 0))

@@ -17,7 +17,7 @@ import ablate.data  # noqa: F401  (registers datasets)
 import ablate.models  # noqa: F401  (registers models)
 import ablate.tasks  # noqa: F401  (registers tasks)
 from ablate.engine.bn import convert_bn_groups
-from ablate.engine.dist import DistInfo
+from ablate.engine.dist import DistInfo, per_rank_batch
 from ablate.engine.precision import Precision
 from ablate.errors import AblateError
 from ablate.models.weights import load_weights
@@ -58,12 +58,7 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     # and warmup tricks see the global batch (ctx.total_batch), the LR schedule counts
     # optimizer steps, and BatchNorm normalises each micro-batch on its own.
     accum = tcfg.get("accum_steps", 1)
-    if not isinstance(accum, int) or accum < 1:
-        raise AblateError(f"train.accum_steps must be a positive integer, got {accum!r}")
-    if tcfg.batch_size % (dist.world_size * accum):
-        raise AblateError(f"train.batch_size={tcfg.batch_size} is not divisible by the "
-                          f"{dist.world_size} processes × train.accum_steps={accum}")
-    per_rank = tcfg.batch_size // (dist.world_size * accum)
+    per_rank = per_rank_batch(tcfg.batch_size, dist.world_size, accum)
     data_cfg = _plain(cfg.data)
     source = DATASETS.get(data_cfg.pop("name"))
     data_metric = data_cfg.pop("metric", None)  # the dataset's metric (e.g. voc07, coco)

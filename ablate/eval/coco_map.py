@@ -1,10 +1,13 @@
 """COCO detection mAP: the official ``COCOeval`` (evaluate -> accumulate -> summarize).
 
 Reference: Lin et al., "Microsoft COCO: Common Objects in Context" (ECCV 2014) and the
-cocodataset/cocoapi ``COCOeval``. Two engines give the same 12 numbers (tests/eval/test_coco_map.py
-compares them exactly): pycocotools itself, and faster-coco-eval's ``COCOeval_faster`` (the
-same algorithm with ``evaluateImg``/``accumulate`` in C++, detectron2's ``COCOeval_opt``
-lineage), several times faster on 5,000 images (benchmarks/RESULTS.md). ``backend="auto"``
+cocodataset/cocoapi ``COCOeval``. Two engines: pycocotools itself (bit-exact official
+numbers), and faster-coco-eval's ``COCOeval_faster`` (the same algorithm with
+``evaluateImg``/``accumulate`` in C++, detectron2's ``COCOeval_opt`` lineage), 5.7x faster on
+5,000 images (benchmarks/RESULTS.md). They differ in one place only: pycocotools' precision is
+tp / (tp + fp + ``np.spacing(1)``), faster-coco-eval's tp / (tp + fp), so where tp + fp = 1 the
+precision is 1 / (1 + 2^-52) against 1 and the summary numbers differ by ~1e-16
+(tests/eval/test_coco_map.py checks exactly this). ``backend="auto"``
 takes the faster one when it is installed. This module only adds names, per-category AP, quiet
 output, input validation and the array -> results-dict conversion.
 """
@@ -22,7 +25,7 @@ from ablate.errors import AblateError, did_you_mean
 from ablate.eval.detections_io import read_coco_results, validate_coco_results
 
 __all__ = ["coco_eval", "detections_to_coco_results", "build_coco_gt", "load_coco_gt",
-           "STAT_NAMES", "BACKENDS"]
+           "STAT_NAMES", "BACKENDS", "resolve_backend"]
 
 # Order of COCOeval.stats for iouType "bbox"/"segm".
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -59,7 +62,8 @@ def load_coco_gt(coco_gt: Any, verbose: bool = False):
     raise AblateError(f"coco_gt must be a COCO object, a path or a dict, got {type(coco_gt).__name__}")
 
 
-def _backend(name: str) -> str:
+def resolve_backend(name: str) -> str:
+    """``auto`` → the engine in use; an unknown name → ``AblateError``."""
     if name not in BACKENDS:
         raise AblateError(f"unknown COCO evaluation backend '{name}'{did_you_mean(name, BACKENDS)}"
                           f" (use one of {', '.join(BACKENDS)})")
@@ -117,7 +121,7 @@ def coco_eval(coco_gt: Any, results: Any, iou_type: str = "bbox", verbose: bool 
         verbose: let pycocotools print its progress and summary table.
         img_ids: evaluate only these images (default: all images of ``coco_gt``).
         backend: ``"pycocotools"``, ``"faster_coco_eval"`` or ``"auto"`` (the faster one
-            when installed); both give the same numbers.
+            when installed); the same numbers to 1e-15 (module docstring).
     Returns:
         ``{"stats": {name: float} for the 12 names in STAT_NAMES,
         "per_category": {category name: AP@[.5:.95], area all, maxDets 100; NaN without GT}}``.
@@ -125,7 +129,7 @@ def coco_eval(coco_gt: Any, results: Any, iou_type: str = "bbox", verbose: bool 
     """
     if iou_type not in IOU_TYPES:
         raise AblateError(f"unknown iou_type '{iou_type}'{did_you_mean(iou_type, IOU_TYPES)}")
-    backend = _backend(backend)
+    backend = resolve_backend(backend)
     gt = load_coco_gt(coco_gt, verbose)
     if isinstance(results, (str, os.PathLike)):
         results = read_coco_results(results, need_bbox=iou_type == "bbox")

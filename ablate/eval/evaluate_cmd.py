@@ -249,11 +249,9 @@ def evaluate(data: str, root: str | os.PathLike, split: str, detections: str | o
     if not det.exists():
         raise AblateError(f"detections not found: {det} does not exist")
     root = Path(root)
-    from ablate.eval.coco_map import BACKENDS
+    from ablate.eval.coco_map import resolve_backend
 
-    if coco_backend not in BACKENDS:
-        raise AblateError(f"unknown COCO backend '{coco_backend}'"
-                          f"{did_you_mean(coco_backend, BACKENDS)} (use one of {', '.join(BACKENDS)})")
+    resolve_backend(coco_backend)  # a typo fails before any file is read
     res = (_evaluate_voc(root, split, det, metric, str(year), class_names, coco_backend)
            if key == "voc" else _evaluate_coco(root, split, det, coco_backend))
     return {"data": key, "split": split, "metric": metric, "root": str(root),

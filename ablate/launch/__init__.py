@@ -81,6 +81,7 @@ def check_layout(cfg: Any, nproc: int) -> None:
     import torch
 
     from ablate.engine.bn import bn_layout
+    from ablate.engine.dist import per_rank_batch
     from ablate.tricks import BuildContext, build_tricks
 
     lcfg = _plain(cfg.launcher)
@@ -89,12 +90,7 @@ def check_layout(cfg: Any, nproc: int) -> None:
         if name in ("multinode", "slurm") else 1
     world = nproc * nodes
     tcfg = cfg.train
-    accum = tcfg.get("accum_steps", 1)
-    if not isinstance(accum, int) or accum < 1:
-        raise AblateError(f"train.accum_steps must be a positive integer, got {accum!r}")
-    if tcfg.batch_size % (world * accum):
-        raise AblateError(f"train.batch_size={tcfg.batch_size} is not divisible by the "
-                          f"{world} processes × train.accum_steps={accum}")
+    per_rank = per_rank_batch(tcfg.batch_size, world, tcfg.get("accum_steps", 1))
     device = str(lcfg.get("device", "auto"))
     if device == "auto":
         cuda = (int(lcfg.get("gpus_per_node") or 0) > 0 if name == "slurm"
@@ -110,7 +106,7 @@ def check_layout(cfg: Any, nproc: int) -> None:
         group = t.bn_group_size(group, ctx)
     where = f"{world} process{'es' if world > 1 else ''} on {'CUDA' if cuda else 'CPU'}: "
     try:
-        bn_layout(group, tcfg.batch_size // (world * accum), world, "cuda" if cuda else "cpu")
+        bn_layout(group, per_rank, world, "cuda" if cuda else "cpu")
     except AblateError as e:
         raise AblateError(where + str(e)) from None
 
