@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = Path(os.environ.get("ABLATE_CONF", ROOT / "conf"))
 STUDIES_DIR = ROOT / "studies"
 # Keys that say where or how a run executes, not what it computes: excluded from the hash, so
-# the same step on 1 or 8 GPUs, or under another results folder, is the same result.
-NON_SEMANTIC = ("launcher", "paths")
+# the same step on 1 or 8 GPUs, under another results folder, with another optimizer kernel or
+# compiled, is the same result (up to float rounding, as across process counts).
+NON_SEMANTIC = ("launcher", "paths", "optim.impl", "train.compile", "train.cudnn_benchmark")
 
 
 def format_value(value: Any) -> str:
@@ -111,5 +112,9 @@ def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
     the order in which tricks are listed does not matter)."""
     data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     data = {k: v for k, v in data.items() if k not in NON_SEMANTIC}
+    for key in NON_SEMANTIC:
+        head, _, leaf = key.partition(".")
+        if leaf and isinstance(data.get(head), dict) and leaf in data[head]:
+            data[head] = {k: v for k, v in data[head].items() if k != leaf}
     blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

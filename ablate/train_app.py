@@ -50,7 +50,7 @@ def validate(args: list[str]) -> None:
                   else list(o.sweep_string_iterator()))
         prefix = "+" if o.is_add() else "++" if o.is_force_add() else "~" if o.is_delete() else ""
         choices.append([f"{prefix}{o.get_key_element()}={v}" for v in values])
-    from ablate.launch import check, nproc_for
+    from ablate.launch import check, check_layout, nproc_for
 
     for combo in itertools.islice(itertools.product(*choices), MAX_CHECKED):
         cfg = compose(combo)
@@ -59,6 +59,7 @@ def validate(args: list[str]) -> None:
                               "launcher=multinode …` on every node (docs/launchers.md)")
         check(cfg.launcher, nproc_for(cfg.launcher))
         check_tricks(list(cfg.get("tricks") or {}), cfg.model.task)
+        check_layout(cfg, nproc_for(cfg.launcher))
         data = OmegaConf.to_container(cfg.data, resolve=True)
         DATASETS.get(data.pop("name")).check(**data)
 

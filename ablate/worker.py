@@ -148,6 +148,9 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
         "setup_time_s": round(setup_time, 3),
         "train_time_s": round(trainer.train_time, 3),
         "eval_time_s": round(trainer.eval_time, 3),
+        "data_wait_s": round(trainer.data_wait, 3),
+        "data_wait_share": round(trainer.data_wait / trainer.train_time, 4)
+        if trainer.train_time else 0.0,
         "images_per_s": round(trainer.images / trainer.train_time, 1) if trainer.train_time else 0,
         "precision": built.precision.name,
         "tricks": {t.name: t.describe() for t in built.tricks},

@@ -62,13 +62,13 @@ def our_model(model: str) -> nn.Module:
 
 
 def ablate_runner(images, labels, model: str, batch: int, prec: str, cl: bool,
-                  fmnist_root: str | None):
+                  fmnist_root: str | None, extra: tuple[str, ...] = ()):
     tricks = ["tricks=[amp]", f"tricks.amp.dtype={prec}"] if prec != "fp32" else []
     root = [f"data.root={fmnist_root}"] if fmnist_root else []
     cfg = compose([f"model={model}", "model.num_classes=1000", "model.in_chans=3",
                    f"train.batch_size={batch}", "train.epochs=1000", "data.train_subset=1024",
                    "data.test_subset=16", f"train.channels_last={str(cl).lower()}",
-                   "train.log_every=1000000", *root, *tricks])
+                   "train.log_every=1000000", *root, *tricks, *extra])
     torch.manual_seed(0)
     b = build(cfg, DistInfo())
     # the same batches as the other sides, without augmentation (theirs get none either)

@@ -92,6 +92,10 @@ def test_lock_refuses_a_second_run(cli, results, fmnist_root):
     (("report", "/nonexistent"), "neither a study file nor a results folder"),
     (("list", "trcks"), "did you mean 'tricks'"),
     (("train", "tricks=[mixpu]"), "unknown trick 'mixpu' (did you mean 'mixup'?)"),
+    (("run", STUDY, "--set", "train.compile=fast"),
+     "step 'efficient' (seed 0): train.compile='fast': use false, true or one of default,"),
+    (("run", STUDY, "--set", "optim.impl=fuse"), "unknown optim.impl 'fuse'"),
+    (("train", "train.precision=fp8"), "unknown precision 'fp8'"),
 ])
 def test_bad_input_exits_2_and_touches_nothing(cli, results, fmnist_root, args, message):
     assert cli(*_inproc(results, fmnist_root, "--only", "efficient")).code == 0

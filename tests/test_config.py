@@ -60,6 +60,15 @@ def test_hash_ignores_trick_order_launcher_and_paths_but_not_values():
                                      "paths.results=/elsewhere"]))
     assert a != config_hash(compose(["tricks=[cosine,mixup]", "tricks.mixup.alpha=0.4"]))
     assert a != config_hash(compose(["tricks=[cosine,mixup]", "seed=1"]))
+    # how the engine computes the same step: optimizer kernel, torch.compile, cuDNN autotuning
+    assert a == config_hash(compose(["tricks=[cosine,mixup]", "optim.impl=loop",
+                                     "train.compile=true", "train.cudnn_benchmark=false"]))
+    assert a != config_hash(compose(["tricks=[cosine,mixup]", "train.channels_last=false"]))
+
+
+def test_hash_of_the_default_config_is_stable():
+    """Results written before the engine options existed keep their hash."""
+    assert config_hash(compose([])) == "47293f3591cd"
 
 
 def test_override_formatting():

@@ -47,6 +47,7 @@ from torchvision.transforms import v2
 
 from ablate.data.detection_common import first_missing, missing_path_error
 from ablate.data.detection_loader import SharedEpoch, item_generator
+from ablate.data.detection_transforms import global_rng_from
 from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD
 from ablate.errors import AblateError
 
@@ -277,8 +278,7 @@ class ImageFolderSplit(Dataset):
         if not (self.random or self.lighting):
             return self.transform(image), label, None
         g = item_generator(self.seed, self._epoch.get(), i)
-        with torch.random.fork_rng(devices=[]):  # v2 draws from the global RNG
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+        with global_rng_from(g):  # v2 draws from the global RNG
             image = self.transform(image)
         offset = lighting_offset(torch.randn(3, generator=g) * self.lighting) \
             if self.lighting else None

@@ -21,11 +21,15 @@ class Precision:
     """
 
     def __init__(self, name: str, device: torch.device) -> None:
-        if name not in _DTYPES:
-            raise AblateError(f"unknown precision '{name}' (use one of {sorted(_DTYPES)})")
+        self.check(name)
         self.name, self.dtype = name, _DTYPES[name]
         self.device_type = device.type
         self.scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
+
+    @staticmethod
+    def check(name: str) -> None:
+        if name not in _DTYPES:
+            raise AblateError(f"unknown precision '{name}' (use one of {sorted(_DTYPES)})")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.name == "fp32":

@@ -44,6 +44,39 @@ class Built:
     no_sync: Callable[[], ContextManager] = contextlib.nullcontext  # DDP's, between them
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value: Any) -> str | None:
+    """``train.compile``: false/null (eager), true (torch.compile's default mode) or a mode."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "default"
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return value
+    raise AblateError(f"train.compile={value!r}: use false, true or one of "
+                      f"{', '.join(COMPILE_MODES)}")
+
+
+def cudnn_autotune(setting: bool | None, task_cls: Any) -> bool:
+    """``train.cudnn_benchmark``; null = on, except for tasks whose batches change shape every
+    step (``fixed_shapes = False``: R-CNN's aspect-kept, padded images), where cuDNN would
+    search the algorithms again for each new shape."""
+    return bool(getattr(task_cls, "fixed_shapes", True)) if setting is None else bool(setting)
+
+
+def check_options(cfg: DictConfig) -> None:
+    """The engine options a run needs, checked before it is launched (the worker would
+    otherwise refuse them only after start-up)."""
+    from ablate.solver import check_optim
+
+    tcfg = cfg.train
+    compile_mode(tcfg.get("compile", False))
+    Precision.check(tcfg.get("precision", "fp32"))
+    check_optim(_plain(cfg.optim))
+
+
 def _plain(node: Any) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
@@ -100,6 +133,12 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     model = convert_bn_groups(model, bn_group, per_rank, dist.world_size, dist.device)
     fmt = torch.channels_last if tcfg.channels_last else torch.contiguous_format
     model = model.to(dist.device, memory_format=fmt)
+    task_cls = TASKS.get(task_name)
+    if dist.device.type == "cuda":
+        torch.backends.cudnn.benchmark = cudnn_autotune(tcfg.get("cudnn_benchmark"), task_cls)
+    mode = compile_mode(tcfg.get("compile", False))
+    if mode is not None:
+        model.compile(mode=mode)  # in place: state_dict keys and the DDP wrapper unchanged
 
     groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     for t in tricks:
@@ -126,7 +165,7 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
         no_sync = train_model.no_sync
-    task = TASKS.get(task_name)(model=train_model, num_classes=ctx.num_classes,
+    task = task_cls(model=train_model, num_classes=ctx.num_classes,
                                 target_fns=[t.targets for t in tricks if t.overrides("targets")],
                                 **task_kwargs)
     for t in tricks:

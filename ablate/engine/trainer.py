@@ -3,7 +3,9 @@
 Per iteration (one optimizer step): set the LR from the shape → for each of ``accum_steps``
 micro-batches: task.prepare (targets) → batch transforms → forward under autocast (the task
 returns a dict of losses) → backward of the loss / ``accum_steps`` → optimizer step through the
-precision object. Per epoch: hooks, BN statistics from the main rank, evaluation when due, one
+precision object. The time spent blocked on the loader is the epoch's ``data_wait_s`` (on CUDA
+the device may still be busy with queued work meanwhile, so it bounds the data stall from
+above). Per epoch: hooks, BN statistics from the main rank, evaluation when due, one
 CSV row, one checkpoint.
 """
 
@@ -28,6 +30,19 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+def _timed(loader: Any, waited: list[float]):
+    """Iterate ``loader``, adding the seconds each ``next`` blocks to ``waited[0]``."""
+    it = iter(loader)
+    while True:
+        t = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        waited[0] += time.perf_counter() - t
+        yield batch
+
+
 class Trainer:
     """Args:
         built: the parts from ``engine.setup.build``.
@@ -46,6 +61,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.train_time = 0.0
         self.eval_time = 0.0
+        self.data_wait = 0.0  # seconds the step loop waited on the training loader
         self.images = 0
         self.extra_state = extra_state or {}
         self.last_metrics: dict[str, float] = {}
@@ -60,7 +76,7 @@ class Trainer:
                 "scaler": self.b.precision.state_dict(), "epoch": self.state.epoch,
                 "iteration": self.state.iteration, "history": self.history,
                 "train_time": self.train_time, "eval_time": self.eval_time,
-                "images": self.images, "iters_per_epoch": self.state.iters_per_epoch,
+                "data_wait": self.data_wait, "images": self.images, "iters_per_epoch": self.state.iters_per_epoch,
                 "world_size": self.dist.world_size,
                 "last_metrics": self.last_metrics, **self.extra_state}
 
@@ -83,6 +99,7 @@ class Trainer:
         self.history, self.train_time = list(ckpt["history"]), ckpt["train_time"]
         self.images, self.last_metrics = ckpt["images"], dict(ckpt["last_metrics"])
         self.eval_time = ckpt["eval_time"]
+        self.data_wait = ckpt.get("data_wait", 0.0)
 
     # --- loop -------------------------------------------------------------------------
     def set_lr(self) -> float:
@@ -100,7 +117,8 @@ class Trainer:
         b.model.train()
         loss_sum = torch.zeros((), device=self.dist.device)
         steps, micro, lr, t0 = 0, 0, 0.0, time.perf_counter()
-        for batch in b.train_loader:
+        waited = [0.0]
+        for batch in _timed(b.train_loader, waited):
             if micro == 0:
                 lr = self.set_lr()
                 b.optimizer.zero_grad(set_to_none=True)
@@ -131,9 +149,11 @@ class Trainer:
         mean_loss = float(all_reduce_sum(loss_sum.clone())) / max(steps * self.dist.world_size, 1)
         n_img = steps * self.b.ctx.total_batch
         self.train_time += dt
+        self.data_wait += waited[0]
         self.images += n_img
         return {"train_loss": mean_loss, "lr": lr, "epoch_time_s": dt,
-                "images_per_s": n_img / dt if dt > 0 else 0.0}
+                "images_per_s": n_img / dt if dt > 0 else 0.0, "data_wait_s": waited[0],
+                "data_wait_share": waited[0] / dt if dt > 0 else 0.0}
 
     def _progress(self, steps: int, loss_sum: torch.Tensor, lr: float, t0: float) -> None:
         if self.dist.is_main and steps:

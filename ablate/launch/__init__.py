@@ -77,13 +77,16 @@ def check_layout(cfg: Any, nproc: int) -> None:
     """A run's batch and BN layout over the processes its launch starts, checked before it
     starts: ``train.batch_size`` splits over processes × ``train.accum_steps``, and
     ``train.bn_group_size`` (after tricks such as ``sync_bn``) is plain, ghost or synchronised
-    BN — the last only where the run is on CUDA (``ablate.engine.bn.bn_layout``)."""
+    BN — the last only where the run is on CUDA (``ablate.engine.bn.bn_layout``); and the
+    engine's options (``train.compile``, ``train.precision``, ``optim``) name known values."""
     import torch
 
     from ablate.engine.bn import bn_layout
+    from ablate.engine.setup import check_options
     from ablate.engine.dist import per_rank_batch
     from ablate.tricks import BuildContext, build_tricks
 
+    check_options(cfg)
     lcfg = _plain(cfg.launcher)
     name = _name(lcfg)
     nodes = int(lcfg.get("nnodes" if name == "multinode" else "nodes", 1)) \

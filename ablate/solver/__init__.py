@@ -29,18 +29,33 @@ def constant_schedule(**_: Any) -> LRShape:
     return ConstantShape()
 
 
+_IMPLS = {"fused": {"fused": True}, "foreach": {"foreach": True},
+          "loop": {"foreach": False, "fused": False}}
+
+
+def check_optim(cfg: dict[str, Any]) -> None:
+    if cfg.get("name") != "sgd":
+        raise AblateError(f"unknown optimizer '{cfg.get('name')}' (known: sgd)")
+    if cfg.get("impl", "fused") not in _IMPLS:
+        raise AblateError(f"unknown optim.impl '{cfg['impl']}' (use one of {sorted(_IMPLS)})")
+
+
 def build_optimizer(cfg: dict[str, Any], groups: list[dict], base_lr: float
                     ) -> torch.optim.Optimizer:
-    """SGD (Nesterov momentum by default) over ``groups``; each group remembers its base LR."""
+    """SGD (Nesterov momentum by default) over ``groups``; each group remembers its base LR.
+
+    ``impl`` picks torch's kernel for the update: ``fused`` (one kernel over all parameters;
+    the default), ``foreach`` (one op per step over lists of tensors) or ``loop`` (one op per
+    parameter). They compute the same update (bit-identical in tests/solver); fused SGD's step
+    is 3.5-4.3x the loop's on CPU (benchmarks/RESULTS.md)."""
+    check_optim(cfg)
     cfg = dict(cfg)
-    name = cfg.pop("name")
     cfg.pop("lr", None)
+    impl = cfg.pop("impl", "fused")
     wd = cfg.pop("weight_decay", 0.0)
     for g in groups:
         g.setdefault("weight_decay", wd)
         g["lr"] = g["base_lr"] = base_lr * g.pop("lr_scale", 1.0)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=base_lr, momentum=cfg.get("momentum", 0.9),
-                               nesterov=cfg.get("nesterov", True),
-                               dampening=cfg.get("dampening", 0.0))
-    raise AblateError(f"unknown optimizer '{name}' (known: sgd)")
+    return torch.optim.SGD(groups, lr=base_lr, momentum=cfg.get("momentum", 0.9),
+                           nesterov=cfg.get("nesterov", True),
+                           dampening=cfg.get("dampening", 0.0), **_IMPLS[impl])

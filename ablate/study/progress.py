@@ -64,7 +64,8 @@ class StudyProgress:
         elif kind == "epoch":
             metrics = " ".join(f"{k} {ev[k]:.2f}" for k in ("top1", "top5", "map") if k in ev)
             text = (f"epoch {ev['epoch']}/{ev['epochs']} loss {ev['train_loss']:.3f} "
-                    f"lr {ev['lr']:.4g} {ev['images_per_s']:.0f} img/s {metrics}")
+                    f"lr {ev['lr']:.4g} {ev['images_per_s']:.0f} img/s "
+                    f"data {100 * ev.get('data_wait_share', 0.0):.0f}% {metrics}")
             if self.progress is not None:
                 self.progress.update(self.task, info=text)
             else:

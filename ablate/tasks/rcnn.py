@@ -82,6 +82,7 @@ class RCNNTask:
     """
 
     OPTIONS = dict(metric="voc07")
+    fixed_shapes = False  # each batch is padded to its own images' size (cuDNN autotuning off)
 
     def __init__(self, model: nn.Module, num_classes: int,
                  target_fns: Iterable[Callable[[torch.Tensor], torch.Tensor]] = (),

@@ -39,7 +39,8 @@ def test_metrics_json_schema(tmp_path, fmnist_root):
     assert result["tricks"]["mixup"] == {"alpha": 0.2, "beta": 0.2, "off_last_epochs": 0,
                                          "mode": "beta"}
     assert result["tricks"]["label_smoothing"] == {"epsilon": 0.1, "formula": "code"}
-    for key in ("wall_time_s", "images_per_s", "torch_version", "device", "seed", "git_commit"):
+    for key in ("wall_time_s", "images_per_s", "data_wait_s", "data_wait_share",
+                "torch_version", "device", "seed", "git_commit"):
         assert key in result
     rows = (tmp_path / "log.csv").read_text().splitlines()
     assert rows[0].split(",")[:3] == ["epoch", "train_loss", "lr"] and len(rows) == 4
