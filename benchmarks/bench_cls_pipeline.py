@@ -1,0 +1,120 @@
+"""Classification input pipelines alone, images/s per DataLoader worker count.
+
+* ImageNet (``build_imagenet``): a generated ImageFolder tree of ``--images`` JPEGs at
+  ``--width``×``--height`` (ImageNet's typical 500×375; smooth colour fields plus noise, quality
+  90, so they decode like photos rather than flat colour), timed through the training pipeline
+  (read + decode + RandomResizedCrop 224 + flip + colour jitter + PCA lighting α, then the
+  on-device normalisation) and the evaluation pipeline (resize 256 + centre crop 224), with 0, 1
+  and 2 workers; the first batch (worker start-up) is reported apart.
+* Fashion-MNIST (``InMemoryLoader``): the demo's batched pad-4 crop + flip on uint8 tensors.
+
+Usage: python benchmarks/bench_cls_pipeline.py [--images 512] [--batch 64] [--workers 0 1 2]
+       [--width 500] [--height 375] [--out DIR]   (default: a temporary folder)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, table  # noqa: E402
+
+from ablate.data.imagenet import build_imagenet  # noqa: E402
+from ablate.worker import close_loaders  # noqa: E402
+
+
+def make_tree(root: Path, images: int, width: int, height: int, classes: int = 10) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    for split, n in (("train", images), ("val", images)):
+        for i in range(n):
+            c = i % classes
+            d = root / split / f"n{c:08d}"
+            d.mkdir(parents=True, exist_ok=True)
+            f = rng.uniform(0.005, 0.05, (3, 2))
+            ph = rng.uniform(0, 6.3, 3)
+            img = np.stack([127 + 100 * np.sin(f[k, 0] * xx + f[k, 1] * yy + ph[k])
+                            for k in range(3)], -1)
+            img += rng.normal(0, 12, img.shape)
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(
+                d / f"{split}_{i:06d}.JPEG", quality=90)
+
+
+def time_loader(loader, batches: int) -> tuple[float, float]:
+    """(first batch s, images/s over the next ``batches`` batches)."""
+    t0 = time.perf_counter()
+    it = iter(loader)
+    next(it)
+    first = time.perf_counter() - t0
+    n, t1 = 0, time.perf_counter()
+    for _ in range(batches):
+        try:
+            n += len(next(it)["label"])
+        except StopIteration:
+            break
+    return first, n / (time.perf_counter() - t1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--width", type=int, default=500)
+    ap.add_argument("--height", type=int, default=375)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    root = args.out or Path(tempfile.mkdtemp(prefix="bench_cls_pipeline_"))
+    try:
+        if not (root / "train").is_dir():
+            t = time.perf_counter()
+            make_tree(root, args.images, args.width, args.height)
+            print(f"generated {args.images} train JPEGs in {time.perf_counter() - t:.1f} s")
+        rows = []
+        for w in args.workers:
+            train, val = build_imagenet(root=str(root), num_classes=None, num_workers=w,
+                                        batch_size=args.batch, eval_batch_size=args.batch,
+                                        channels_last=True)
+            batches = args.images // args.batch - 1
+            ft, it = time_loader(train, batches)
+            fe, ie = time_loader(val, len(val) - 1)
+            close_loaders(train, val)
+            rows.append([w, f"{ft:.2f}", it, f"{fe:.2f}", ie])
+            print(rows[-1], flush=True)
+        print(f"\nMachine: {machine()}\n")
+        print(f"ImageNet pipelines, {args.width}×{args.height} JPEGs, batch {args.batch}, "
+              f"torch threads {torch.get_num_threads()}\n")
+        print(table(["workers", "train first batch s", "train img/s", "eval first batch s",
+                     "eval img/s"], rows))
+    finally:
+        if args.out is None:
+            shutil.rmtree(root, ignore_errors=True)
+    fmnist()
+
+
+def fmnist() -> None:
+    from ablate.data.fashion_mnist import build_fashion_mnist
+
+    try:
+        train, _ = build_fashion_mnist(root=None, batch_size=256, eval_batch_size=500,
+                                       channels_last=True)
+    except Exception as e:  # noqa: BLE001  (the package may be missing on this machine)
+        print(f"\nFashion-MNIST skipped: {e}")
+        return
+    first, ips = time_loader(train, len(train) - 1)
+    print(f"\nFashion-MNIST training loader (in memory, batched pad-4 crop + flip, batch 256): "
+          f"{ips:,.0f} img/s")
+
+
+if __name__ == "__main__":
+    main()
