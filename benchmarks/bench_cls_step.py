@@ -3,8 +3,11 @@ classification reference loop, side by side.
 
 All three train the same network (ResNet-50-D: ours and timm's ``resnet50d`` both have
 25,576,264 parameters; or the tiny proxy ResNet-D, ours on every side) on the same in-memory
-batches, with the same batch, precision and memory format, timed alternately (A B C A B C …)
-in one process; the median img/s of each and the ratios to `ablate` are reported.
+batches, with the same batch, precision and memory format, timed alternately in one process,
+the order rotated every round (A B C, B C A, C A B, …) so that no side always runs first after
+another. Reported: the median img/s of each side, and the median over rounds of the round's
+ratio (the sides of one round share the machine's state, so paired ratios are steadier than a
+ratio of medians on a shared machine) with its min–max over rounds.
 
 - `ablate`: the real ``Trainer.train_epoch`` (per-iteration LR from the schedule, one-hot
   soft-target loss, the precision object, loss accumulation) over an ``InMemoryLoader``.
@@ -170,6 +173,12 @@ def torchvision_runner(images, labels, model_name: str, batch: int, prec: str, c
     return epoch
 
 
+def paired_ratio(other: list[float], ours: list[float]) -> str:
+    """Median over rounds of other's time / ours (= our speed / theirs), with min–max."""
+    r = [o / a for o, a in zip(other, ours)]
+    return f"{statistics.median(r):.2f}× ({min(r):.2f}–{max(r):.2f})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="resnet50_d", choices=["resnet50_d", "resnet_tiny_d"])
@@ -191,18 +200,20 @@ def main() -> None:
         for side in sides:
             side()  # warm-up (oneDNN primitive creation)
         times: list[list[float]] = [[], [], []]
-        for _ in range(args.rounds):
-            for t, side in zip(times, sides):
-                t.append(side())
+        for r in range(args.rounds):
+            for k in range(3):
+                i = (r + k) % 3
+                times[i].append(sides[i]())
         n = args.batch * args.iters
         ia, it, iv = (n / statistics.median(t) for t in times)
-        rows.append([f"{prec} + channels_last", ia, it, iv, f"{ia / it:.2f}×", f"{ia / iv:.2f}×"])
-        print(rows[-1], flush=True)
+        rows.append([f"{prec} + channels_last", ia, it, iv,
+                     paired_ratio(times[1], times[0]), paired_ratio(times[2], times[0])])
+        print(rows[-1], file=sys.stderr, flush=True)
     print(f"Machine: {machine()}\n")
     print(f"{args.model}, {args.size}×{args.size}, batch {args.batch}, {args.iters} iterations "
-          f"× {args.rounds} rounds, median\n")
+          f"× {args.rounds} rounds (rotated order), medians\n")
     print(table(["precision / format", "ablate img/s", "timm img/s", "torchvision ref img/s",
-                 "ablate / timm", "ablate / torchvision"], rows))
+                 "ablate / timm (min–max)", "ablate / torchvision (min–max)"], rows))
 
 
 if __name__ == "__main__":

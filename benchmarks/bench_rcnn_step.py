@@ -3,8 +3,10 @@ torchvision's detection reference loop, side by side.
 
 Every side trains a copy of the same network (the C4 model of ``--model``, same weights at the
 start) on the same batches — FashionScenes through `ablate`'s rcnn pipeline (shorter side 128,
-flip), decoded once and held in memory so that only the step is timed — timed alternately
-(A B C D A B C D …) in one process; the median img/s of each and the ratios are reported.
+flip; ``--short-side 600 --max-side 1000`` for the paper's sizes), decoded once and held in
+memory so that only the step is timed — timed alternately in one process, the order rotated
+every round. Reported: the median img/s of each side and the median over rounds of the round's
+time ratio (paired within a round, steadier on a shared machine), with its min–max.
 
 - `ablate`: the real ``Trainer.train_epoch`` (per-iteration LR from the schedule, the rcnn task's
   targets, the precision object, loss accumulation) over the cached batches.
@@ -16,11 +18,11 @@ flip), decoded once and held in memory so that only the step is timed — timed 
   loss dict, the reduced losses' ``.item()`` and finiteness check, ``zero_grad``, backward,
   step, its warmup ``LambdaLR`` step and the metric logger's updates.
 - torchvision ref, stock RoIAlign: the same with torchvision's ``MultiScaleRoIAlign`` in place
-  of the model's pooler (what a torchvision user of this model gets; differs from the others
-  only where ``rcnn.roi_align`` is ``separable``).
+  of the model's pooler (what a torchvision user of this model gets; only run where
+  ``rcnn.roi_align`` is ``separable``, elsewhere it is the previous side).
 
 Usage: python benchmarks/bench_rcnn_step.py [--model faster_rcnn_tiny] [--batch 8] [--iters 6]
-       [--rounds 3] [--threads 2] [--data-dir data_cache]
+       [--rounds 3] [--threads 2] [--data-dir data_cache] [--short-side S --max-side M]
 """
 
 from __future__ import annotations
@@ -68,9 +70,11 @@ class CachedLoader:
 def build_ablate(args):
     cfg = compose([f"model={args.model}", "data=fashion_scenes", f"paths.data={args.data_dir}",
                    f"data.num_train={args.batch * args.iters}", "data.num_test=8",
-                   "data.num_workers=0", f"train.batch_size={args.batch}", "optim.lr=0.01",
+                   "data.num_workers=0", f"train.batch_size={args.batch}", f"optim.lr={args.lr}",
                    "optim.nesterov=false", "optim.weight_decay=5e-4", "train.epochs=1000",
-                   "tricks=[data_augmentation]", "train.log_every=1000000"])
+                   "tricks=[data_augmentation]", "train.log_every=1000000",
+                   *([f"data.short_side={args.short_side}"] if args.short_side else []),
+                   *([f"data.max_side={args.max_side}"] if args.max_side else [])])
     torch.manual_seed(0)
     b = build(cfg, DistInfo())
     batches = list(b.train_loader)
@@ -79,9 +83,9 @@ def build_ablate(args):
     return cfg, b, batches, trainer
 
 
-def plain_runner(model, batches, task):
+def plain_runner(model, batches, task, lr: float):
     model = copy.deepcopy(model)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01,
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
                           momentum=0.9, weight_decay=5e-4)
     def epoch() -> float:
         model.train()
@@ -122,7 +126,7 @@ def torchvision_model(ours, cfg, stock_pool: bool) -> TVFasterRCNN:
 def torchvision_runner(ours, cfg, batches, task, stock_pool: bool):
     model = torchvision_model(ours, cfg, stock_pool)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=0.9, weight_decay=5e-4)
     warmup_iters = 1000  # references/detection/engine.py: epoch 0 warms up over 1000 iterations
 
     def f(x):
@@ -176,6 +180,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", default="data_cache")
+    ap.add_argument("--lr", type=float, default=0.01,
+                    help="every side's; lower it for a C4 model without backbone weights")
+    ap.add_argument("--short-side", type=int, default=None, help="data.short_side")
+    ap.add_argument("--max-side", type=int, default=None, help="data.max_side")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as ablate's worker does on CPU (process-wide: all sides)
@@ -183,23 +191,28 @@ def main() -> None:
     ours = copy.deepcopy(b.model)  # the start weights of every other side
     names = ["ablate", "plain loop", "torchvision ref", "torchvision ref, stock RoIAlign"]
     sides = [lambda: trainer.train_epoch()["epoch_time_s"],
-             plain_runner(ours, batches, b.task),
+             plain_runner(ours, batches, b.task, cfg.optim.lr),
              torchvision_runner(ours, cfg, batches, b.task, stock_pool=False),
              torchvision_runner(ours, cfg, batches, b.task, stock_pool=True)]
+    if cfg.model.rcnn.roi_align != "separable":  # the model's pooler is torchvision's already
+        names, sides = names[:3], sides[:3]
     for side in sides:
         side()  # warm-up (oneDNN primitives)
     times: list[list[float]] = [[] for _ in sides]
-    for _ in range(args.rounds):
-        for t, side in zip(times, sides):
-            t.append(side())
+    for r in range(args.rounds):
+        for k in range(len(sides)):
+            i = (r + k) % len(sides)
+            times[i].append(sides[i]())
     n = args.batch * len(batches)
     ips = [n / statistics.median(t) for t in times]
+    ratios = [[o / a for o, a in zip(t, times[0])] for t in times]
     print(f"Machine: {machine()}; {args.threads} threads\n")
     print(f"{args.model} (roi_align: {cfg.model.rcnn.roi_align}), FashionScenes at "
           f"{cfg.data.short_side}/{cfg.data.max_side}, batch {args.batch}, {len(batches)} "
-          f"iterations × {args.rounds} rounds, median, fp32\n")
-    print(table(["side", "img/s", "ablate / side"],
-                [[name, v, f"{ips[0] / v:.2f}×"] for name, v in zip(names, ips)]))
+          f"iterations × {args.rounds} rounds (rotated order), medians, fp32, lr {args.lr}\n")
+    print(table(["side", "img/s", "ablate / side (min–max)"],
+                [[name, v, f"{statistics.median(r):.2f}× ({min(r):.2f}–{max(r):.2f})"]
+                 for name, v, r in zip(names, ips, ratios)]))
 
 
 if __name__ == "__main__":
