@@ -1,23 +1,91 @@
-"""The GPU benchmark script runs end to end (on CPU with tiny models), so a lent GPU can run it
-unchanged."""
+"""Every benchmark script runs end to end with tiny settings on CPU, so the figures in
+benchmarks/RESULTS.md stay reproducible (and a lent GPU can run bench_gpu.py unchanged)."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def bench(name: str, *args: str) -> str:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / name), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def rows(out: str, first: str) -> list[list[str]]:
+    return [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines()
+            if line.startswith(f"| {first}")]
+
+
 def test_bench_gpu_small_runs_on_cpu():
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--small",
-           "--precisions", "bf16", "--batch-resnet", "4", "--batch-yolo", "2",
-           "--size-resnet", "32", "--size-yolo", "64", "--warmup", "1", "--iters", "1"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
-    rows = [line.split("|")[1:-1] for line in out.splitlines()
-            if line.startswith("| resnet50_d") or line.startswith("| yolov3")]
-    assert [r[0].strip() for r in rows] == ["resnet50_d", "yolov3"]
-    for r in rows:
-        assert r[1].strip() == "bf16 + channels_last"
+    out = bench("bench_gpu.py", "--small", "--precisions", "bf16", "--batch-resnet", "4",
+                "--batch-yolo", "2", "--size-resnet", "32", "--size-yolo", "64", "--warmup", "1",
+                "--iters", "1")
+    got = rows(out, "resnet50_d") + rows(out, "yolov3")
+    assert [r[0] for r in got] == ["resnet50_d", "yolov3"]
+    for r in got:
+        assert r[1] == "bf16 + channels_last"
         assert float(r[4].replace(",", "")) > 0  # img/s
         assert float(r[5]) > 0  # training GFLOP per image
-        assert r[7].strip() == "–"  # no known peak on CPU: no MFU
+        assert r[7] == "–"  # no known peak on CPU: no MFU
+
+
+def test_bench_throughput():
+    out = bench("bench_throughput.py", "--batch", "32", "--iters", "2", "--rounds", "2")
+    assert [r[0] for r in rows(out, "fp32") + rows(out, "bf16")] == [
+        "fp32", "fp32 + channels_last", "bf16 + channels_last"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="needs .[bench] (timm)")
+def test_bench_cls_step():
+    out = bench("bench_cls_step.py", "--model", "resnet_tiny_d", "--batch", "16", "--iters", "2",
+                "--rounds", "2", "--size", "28", "--precisions", "fp32")
+    (r,) = rows(out, "fp32")
+    assert r[4].endswith(")") and "×" in r[4]  # median paired ratio (min–max)
+
+
+def test_bench_engine_options():
+    out = bench("bench_engine_options.py", "--batch", "32", "--iters", "2", "--rounds", "2",
+                "--sides", "optim.impl=fused", "optim.impl=loop")
+    assert "optim.impl=loop" in out
+
+
+def test_bench_cls_pipeline():
+    out = bench("bench_cls_pipeline.py", "--images", "32", "--batch", "8", "--workers", "0",
+                "--width", "64", "--height", "48")
+    assert "img/s" in out
+
+
+def test_bench_detection_pipeline(tmp_path):
+    out = bench("bench_detection_pipeline.py", "--size", "64", "--short", "64", "--max-side", "96",
+                "--batch-size", "4", "--batches", "2", "--workers", "0", "--cache-dir",
+                str(tmp_path))
+    assert "mixup" in out
+
+
+def test_bench_eval():
+    out = bench("bench_eval.py", "--images", "50", "--dets", "10", "--repeats", "1")
+    assert "voc07" in out and "identical" in out
+
+
+def test_bench_rcnn_step(tmp_path):
+    out = bench("bench_rcnn_step.py", "--batch", "2", "--iters", "1", "--rounds", "1",
+                "--data-dir", str(tmp_path))
+    assert [r[0] for r in rows(out, "ablate") + rows(out, "plain") + rows(out, "torchvision")] == [
+        "ablate", "plain loop", "torchvision ref", "torchvision ref, stock RoIAlign"]
+
+
+def test_bench_yolo_step(tmp_path):
+    out = bench("bench_yolo_step.py", "--size", "64", "--batch", "4", "--bn-group", "2",
+                "--iters", "1", "--rounds", "1", "--workers", "0", "--data-dir", str(tmp_path))
+    assert "img/s" in out
+
+
+def test_bench_roi_align():
+    assert "ms" in bench("bench_roi_align.py")
