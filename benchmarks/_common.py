@@ -29,3 +29,20 @@ def table(head: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+class CachedLoader:
+    """The loader interface (``set_epoch``, ``len``, iteration) over batches held in memory or
+    on the device, so that only the training step is timed."""
+
+    def __init__(self, batches: list[dict]) -> None:
+        self.batches = batches
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)

@@ -32,7 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, table  # noqa: E402
+from _common import CachedLoader, machine, table  # noqa: E402
 
 from ablate.config import compose  # noqa: E402
 from ablate.data import DataSource  # noqa: E402
@@ -44,22 +44,6 @@ from ablate.registry import DATASETS  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PEAKS = {"H100": (989.4, 494.7), "H200": (989.4, 494.7), "A100": (312.0, 156.0)}  # 16-bit, TF32
-
-
-class DeviceBatches:
-    """The loader interface over batches held on the device."""
-
-    def __init__(self, batches: list[dict]) -> None:
-        self.batches = batches
-
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        return iter(self.batches)
 
 
 def synthetic_loaders(*, task: str, size: int, batches: int, num_classes: int, batch_size: int,
@@ -89,7 +73,7 @@ def synthetic_loaders(*, task: str, size: int, batches: int, num_classes: int, b
                     "boxes": boxes.to(device), "labels": labels.to(device),
                     "weights": valid.float().to(device),
                     "difficult": torch.zeros_like(valid).to(device)})
-    return DeviceBatches(out), DeviceBatches(out)
+    return CachedLoader(out), CachedLoader(out)
 
 
 DATASETS.register("bench_synthetic")(DataSource(synthetic_loaders, lambda **_: None,
@@ -138,10 +122,10 @@ def measure(model_name: str, prec: str, args, device: torch.device) -> list:
     batches = b.train_loader.batches if yolo else list(b.train_loader)
     flops = train_flops_per_image(b.model, batches[0])
     trainer = Trainer(b, dist, Path("/nonexistent"), seed=0)
-    b.train_loader = DeviceBatches(batches[:args.warmup])
+    b.train_loader = CachedLoader(batches[:args.warmup])
     trainer.state.iters_per_epoch = args.warmup
     trainer.train_epoch()  # warm-up: cuDNN autotuning, allocator, compilation
-    b.train_loader = DeviceBatches(batches[args.warmup:])
+    b.train_loader = CachedLoader(batches[args.warmup:])
     trainer.state.iters_per_epoch = args.iters
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -42,7 +42,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import MultiScaleRoIAlign
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, table  # noqa: E402
+from _common import CachedLoader, machine, table  # noqa: E402
 
 from ablate.config import compose  # noqa: E402
 from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -50,21 +50,6 @@ from ablate.engine.dist import DistInfo  # noqa: E402
 from ablate.engine.setup import build  # noqa: E402
 from ablate.engine.trainer import Trainer  # noqa: E402
 
-
-class CachedLoader:
-    """The loader interface over batches held in memory."""
-
-    def __init__(self, batches: list[dict]) -> None:
-        self.batches = batches
-
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        return iter(self.batches)
 
 
 def build_ablate(args):

@@ -33,8 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, table  # noqa: E402
-from bench_rcnn_step import CachedLoader  # noqa: E402
+from _common import CachedLoader, machine, table  # noqa: E402
 
 from ablate.config import compose  # noqa: E402
 from ablate.engine.dist import DistInfo  # noqa: E402
