@@ -18,6 +18,7 @@ import ablate.models  # noqa: F401  (registers models)
 import ablate.tasks  # noqa: F401  (registers tasks)
 from ablate.engine.bn import convert_bn_groups
 from ablate.engine.dist import DistInfo, per_rank_batch
+from ablate.engine.options import check_options, compile_mode, cudnn_autotune  # noqa: F401
 from ablate.engine.precision import Precision
 from ablate.errors import AblateError
 from ablate.models.weights import load_weights
@@ -42,39 +43,6 @@ class Built:
     hooks: list[Hook] = field(default_factory=list)
     accum_steps: int = 1  # micro-batches per optimizer step
     no_sync: Callable[[], ContextManager] = contextlib.nullcontext  # DDP's, between them
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def compile_mode(value: Any) -> str | None:
-    """``train.compile``: false/null (eager), true (torch.compile's default mode) or a mode."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return "default"
-    if isinstance(value, str) and value in COMPILE_MODES:
-        return value
-    raise AblateError(f"train.compile={value!r}: use false, true or one of "
-                      f"{', '.join(COMPILE_MODES)}")
-
-
-def cudnn_autotune(setting: bool | None, task_cls: Any) -> bool:
-    """``train.cudnn_benchmark``; null = on, except for tasks whose batches change shape every
-    step (``fixed_shapes = False``: R-CNN's aspect-kept, padded images), where cuDNN would
-    search the algorithms again for each new shape."""
-    return bool(getattr(task_cls, "fixed_shapes", True)) if setting is None else bool(setting)
-
-
-def check_options(cfg: DictConfig) -> None:
-    """The engine options a run needs, checked before it is launched (the worker would
-    otherwise refuse them only after start-up)."""
-    from ablate.solver import check_optim
-
-    tcfg = cfg.train
-    compile_mode(tcfg.get("compile", False))
-    Precision.check(tcfg.get("precision", "fp32"))
-    check_optim(_plain(cfg.optim))
 
 
 def _plain(node: Any) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def check_layout(cfg: Any, nproc: int) -> None:
     import torch
 
     from ablate.engine.bn import bn_layout
-    from ablate.engine.setup import check_options
+    from ablate.engine.options import check_options
     from ablate.engine.dist import per_rank_batch
     from ablate.tricks import BuildContext, build_tricks
 
