@@ -189,8 +189,6 @@ def _reap_group(pid: int) -> None:
 def run_forked(config: Path, on_line: OnLine | None = None,
                env: Mapping[str, str] | None = None) -> int:
     """Run one worker process forked from a preloaded server; follow its stdout.log."""
-    import time
-
     log_path = config.parent / "stdout.log"
     log_path.touch()
     with open(log_path, "rb") as log:
@@ -209,7 +207,7 @@ def run_forked(config: Path, on_line: OnLine | None = None,
                     elif not alive:
                         break
                     else:
-                        time.sleep(0.05)
+                        proc.join(0.05)  # wakes at once when the worker ends
                 proc.join()
                 _reap_group(proc.pid)
                 return proc.exitcode if proc.exitcode is not None else 1
