@@ -1,0 +1,58 @@
+"""The CUDA paths (skipped without a GPU): fp16 with dynamic loss scaling and bf16 runs through
+the worker on the GPU, channels_last, and the GPU benchmark's MFU figures. Run them on a GPU
+machine with ``python -m pytest -q tests/test_cuda.py``."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ablate.engine import run_io
+from ablate.worker import run
+from tests.engine.test_worker import make_run
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cuda_run(tmp_path, fmnist_root, precision: str) -> tuple[dict, dict]:
+    tricks = ("tricks=[amp]", f"tricks.amp.dtype={precision}") if precision != "fp32" else ()
+    config, _ = make_run(tmp_path, fmnist_root, "train.channels_last=true", "seed=0",
+                         tricks=tricks)
+    result = run(config)
+    return result, run_io.load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+
+
+def test_fp16_run_scales_the_loss(tmp_path, fmnist_root):
+    result, ckpt = cuda_run(tmp_path, fmnist_root, "fp16")
+    assert result["status"] == "completed" and result["precision"] == "fp16"
+    assert result["device"].startswith("cuda")
+    assert math.isfinite(result["metrics"]["train_loss"])
+    scale = ckpt["scaler"]["scale"]  # dynamic: starts at 2^16, halves on overflow, doubles
+    assert scale > 0 and math.log2(scale) == int(math.log2(scale))
+    assert ckpt["iteration"] == 12
+
+
+def test_bf16_and_fp32_runs_agree(tmp_path, fmnist_root):
+    fp32, _ = cuda_run(tmp_path / "fp32", fmnist_root, "fp32")
+    bf16, ckpt = cuda_run(tmp_path / "bf16", fmnist_root, "bf16")
+    assert ckpt["scaler"] == {}  # no loss scaling outside fp16
+    assert bf16["metrics"]["train_loss"] == pytest.approx(fp32["metrics"]["train_loss"], rel=0.05)
+
+
+def test_bench_gpu_reports_mfu():
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--small",
+           "--precisions", "bf16", "fp16", "--batch-resnet", "32", "--batch-yolo", "8",
+           "--size-resnet", "64", "--size-yolo", "128", "--warmup", "2", "--iters", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines()
+            if line.startswith("| resnet50_d") or line.startswith("| yolov3")]
+    assert len(rows) == 4
+    name = torch.cuda.get_device_name()
+    for r in rows:
+        assert float(r[9]) > 0  # peak GiB allocated
+        if any(k in name for k in ("H100", "H200", "A100")):
+            assert r[7].endswith("%") and float(r[7].rstrip(" %")) > 0
