@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 
 
@@ -29,6 +30,14 @@ def table(head: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def paired_ratio(other: list[float], ours: list[float]) -> str:
+    """Median over rounds of the round's time ratio other / ours (= our speed / theirs), with
+    its min–max: the sides of one round share the machine's state, so paired ratios are
+    steadier than a ratio of medians on a shared machine."""
+    r = [o / a for o, a in zip(other, ours)]
+    return f"{statistics.median(r):.2f}× ({min(r):.2f}–{max(r):.2f})"
 
 
 class CachedLoader:

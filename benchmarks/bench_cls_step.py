@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, table  # noqa: E402
+from _common import machine, paired_ratio, table  # noqa: E402
 
 from ablate.config import compose  # noqa: E402
 from ablate.data.tensor_loader import InMemoryLoader  # noqa: E402
@@ -171,12 +171,6 @@ def torchvision_runner(images, labels, model_name: str, batch: int, prec: str, c
         return time.perf_counter() - t0
 
     return epoch
-
-
-def paired_ratio(other: list[float], ours: list[float]) -> str:
-    """Median over rounds of other's time / ours (= our speed / theirs), with min–max."""
-    r = [o / a for o, a in zip(other, ours)]
-    return f"{statistics.median(r):.2f}× ({min(r):.2f}–{max(r):.2f})"
 
 
 def main() -> None:

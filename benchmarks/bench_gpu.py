@@ -76,10 +76,6 @@ def synthetic_loaders(*, task: str, size: int, batches: int, num_classes: int, b
     return CachedLoader(out), CachedLoader(out)
 
 
-DATASETS.register("bench_synthetic")(DataSource(synthetic_loaders, lambda **_: None,
-                                                ("classification", "yolo")))
-
-
 def peak_tflops(prec: str, override: float | None) -> float | None:
     if override:
         return override
@@ -158,6 +154,8 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--small", action="store_true", help="tiny models (a CPU check)")
     args = ap.parse_args()
+    DATASETS.register("bench_synthetic")(DataSource(synthetic_loaders, lambda **_: None,
+                                                    ("classification", "yolo")))
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -42,14 +42,13 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import MultiScaleRoIAlign
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import CachedLoader, machine, table  # noqa: E402
+from _common import CachedLoader, machine, paired_ratio, table  # noqa: E402
 
 from ablate.config import compose  # noqa: E402
 from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from ablate.engine.dist import DistInfo  # noqa: E402
 from ablate.engine.setup import build  # noqa: E402
 from ablate.engine.trainer import Trainer  # noqa: E402
-
 
 
 def build_ablate(args):
@@ -190,14 +189,12 @@ def main() -> None:
             times[i].append(sides[i]())
     n = args.batch * len(batches)
     ips = [n / statistics.median(t) for t in times]
-    ratios = [[o / a for o, a in zip(t, times[0])] for t in times]
     print(f"Machine: {machine()}; {args.threads} threads\n")
     print(f"{args.model} (roi_align: {cfg.model.rcnn.roi_align}), FashionScenes at "
           f"{cfg.data.short_side}/{cfg.data.max_side}, batch {args.batch}, {len(batches)} "
           f"iterations × {args.rounds} rounds (rotated order), medians, fp32, lr {args.lr}\n")
     print(table(["side", "img/s", "ablate / side (min–max)"],
-                [[name, v, f"{statistics.median(r):.2f}× ({min(r):.2f}–{max(r):.2f})"]
-                 for name, v, r in zip(names, ips, ratios)]))
+                [[name, v, paired_ratio(t, times[0])] for name, v, t in zip(names, ips, times)]))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,8 @@
 
 Same model, batch, data, precision and memory format; the two are timed alternately (A B, B A,
 …) in one process; reported: the median img/s of each and the median of the per-round ratios
-with their min–max. The plain loop is
-the textbook step (autocast forward, cross-entropy, zero_grad, backward, step) on batches held
-in memory; `ablate` runs its real `Trainer.train_epoch` (per-iteration LR, soft-target loss,
+with their min–max. The plain loop is the textbook step (autocast forward, cross-entropy,
+zero_grad, backward, step) on batches held in memory; `ablate` runs its real `Trainer.train_epoch` (per-iteration LR, soft-target loss,
 batched crop/flip augmentation, GradScaler object, loss accumulation).
 
 Usage: python benchmarks/bench_throughput.py [--model resnet_tiny_d] [--batch 256] [--iters 20]
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, table  # noqa: E402
+from _common import machine, paired_ratio, table  # noqa: E402
 
 from ablate.config import compose  # noqa: E402
 from ablate.engine.dist import DistInfo  # noqa: E402
@@ -94,9 +93,7 @@ def main() -> None:
                 tp.append(p())
         ia = args.batch * args.iters / statistics.median(ta)
         ip = args.batch * args.iters / statistics.median(tp)
-        ratio = [q / s for q, s in zip(tp, ta)]
-        rows.append([f"{prec}{' + channels_last' if cl else ''}", ia, ip,
-                     f"{statistics.median(ratio):.2f}× ({min(ratio):.2f}–{max(ratio):.2f})"])
+        rows.append([f"{prec}{' + channels_last' if cl else ''}", ia, ip, paired_ratio(tp, ta)])
     print(f"Machine: {machine()}\n")
     print(f"Model {args.model}, batch {args.batch}, {args.iters} iterations × {args.rounds} "
           "rounds (alternating order), medians\n")

@@ -1,5 +1,7 @@
-"""Every benchmark script runs end to end with tiny settings on CPU, so the figures in
-benchmarks/RESULTS.md stay reproducible (and a lent GPU can run bench_gpu.py unchanged)."""
+"""The step, pipeline, evaluation and GPU benchmark scripts run end to end with tiny settings on
+CPU, so the figures in benchmarks/RESULTS.md stay reproducible (and a lent GPU can run
+bench_gpu.py unchanged); bench_gpu's FLOP count is checked exactly. (bench_harness and
+bench_fashion_scenes run whole studies: minutes, not smoke-tested.)"""
 
 import importlib.util
 import subprocess
@@ -7,8 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_gpu  # noqa: E402
 
 
 def bench(name: str, *args: str) -> str:
@@ -34,6 +40,27 @@ def test_bench_gpu_small_runs_on_cpu():
         assert float(r[4].replace(",", "")) > 0  # img/s
         assert float(r[5]) > 0  # training GFLOP per image
         assert r[7] == "–"  # no known peak on CPU: no MFU
+
+
+def test_train_flops_per_image_is_three_forwards():
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    # forward: 8 × 8 outputs × 8 channels × (3 × 3 × 3) multiply-adds × 2 = 27,648 FLOPs
+    assert bench_gpu.train_flops_per_image(conv, {"image": torch.zeros(2, 3, 8, 8)}) == 82944
+    assert conv.training  # the count runs in eval mode and restores the mode
+
+
+def test_resnet50_d_training_flops_at_224():
+    from bench_cls_step import our_model
+
+    model = our_model("resnet50_d")
+    flops = bench_gpu.train_flops_per_image(model, {"image": torch.zeros(2, 3, 224, 224)})
+    assert flops == 3 * 8_657_649_664  # 4.33 G multiply-adds a forward
+
+
+def test_peak_override_and_unknown_device():
+    assert bench_gpu.peak_tflops("bf16", 100.0) == 100.0
+    if not torch.cuda.is_available():
+        assert bench_gpu.peak_tflops("bf16", None) is None
 
 
 def test_bench_throughput():

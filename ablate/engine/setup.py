@@ -18,7 +18,7 @@ import ablate.models  # noqa: F401  (registers models)
 import ablate.tasks  # noqa: F401  (registers tasks)
 from ablate.engine.bn import convert_bn_groups
 from ablate.engine.dist import DistInfo, per_rank_batch
-from ablate.engine.options import check_options, compile_mode, cudnn_autotune  # noqa: F401
+from ablate.engine.options import compile_mode, cudnn_autotune
 from ablate.engine.precision import Precision
 from ablate.errors import AblateError
 from ablate.models.weights import load_weights

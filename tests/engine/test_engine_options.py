@@ -7,7 +7,8 @@ import torch
 
 from ablate.config import compose
 from ablate.engine.dist import DistInfo
-from ablate.engine.setup import build, compile_mode, cudnn_autotune
+from ablate.engine.options import compile_mode, cudnn_autotune
+from ablate.engine.setup import build
 from ablate.engine.trainer import Trainer
 from ablate.errors import AblateError
 from ablate.registry import TASKS
