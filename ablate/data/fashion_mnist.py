@@ -12,6 +12,11 @@ import os
 import struct
 from pathlib import Path
 
+try:  # ISA-L's inflate: 2.5x zlib on the 26 MB train images (benchmarks/RESULTS.md)
+    from isal.igzip import decompress as _gunzip
+except ImportError:  # pragma: no cover - isal is a dependency; plain zlib gives the same bytes
+    _gunzip = gzip.decompress
+
 import torch
 
 from ablate.errors import AblateError
@@ -35,15 +40,18 @@ SETUP_HINT = ("install it with `apt-get install -y dataset-fashion-mnist` (Debia
 def read_idx(path: str | os.PathLike) -> torch.Tensor:
     """Read one idx file (optionally gzipped) into a tensor of its stored dtype and shape."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = _gunzip(data)
+        except (OSError, EOFError, ValueError) as e:
+            raise AblateError(f"{path}: not a readable gzip file ({e})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
         raise AblateError(f"{path}: not an idx file (bad magic number)")
     dtype, ndim = _DTYPES[data[2]], data[3]
     shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     offset = 4 + 4 * ndim
-    t = torch.frombuffer(bytearray(data[offset:]), dtype=torch.uint8)
+    t = torch.frombuffer(bytearray(memoryview(data)[offset:]), dtype=torch.uint8)  # one copy
     if dtype != torch.uint8:  # idx stores big-endian multi-byte values
         t = t.view(-1, dtype.itemsize).flip(-1).contiguous().view(dtype)
     expected = 1
