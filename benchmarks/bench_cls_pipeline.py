@@ -5,13 +5,17 @@
   90, so they decode like photos rather than flat colour), timed through the training pipeline
   (read + decode + RandomResizedCrop 224 + flip + colour jitter + PCA lighting α, then the
   on-device normalisation) and the evaluation pipeline (resize 256 + centre crop 224), with 0, 1
-  and 2 workers; the first batch (worker start-up) is reported apart.
+  and 2 workers; the first batch (worker start-up) is reported apart. ``--decode worker device``
+  also times ``data.decode=device`` (workers read bytes and draw the augmentation, the training
+  process decodes and transforms the batch on ``--device``), and reports how far its pixels are
+  from the worker path's on the same items.
 * Fashion-MNIST (``InMemoryLoader``): the demo's batched pad-4 crop + flip on uint8 tensors,
   and reading the training split from its idx.gz files (every demo run does it once) with
   ISA-L's inflate (what ``read_idx`` uses) against zlib's, alternating, median of 5 each.
 
 Usage: python benchmarks/bench_cls_pipeline.py [--images 512] [--batch 64] [--workers 0 1 2]
-       [--width 500] [--height 375] [--out DIR]   (default: a temporary folder)
+       [--width 500] [--height 375] [--decode worker [device]] [--device cpu|cuda]
+       [--out DIR]   (default: a temporary folder)
 """
 
 from __future__ import annotations
@@ -52,18 +56,39 @@ def make_tree(root: Path, images: int, width: int, height: int, classes: int = 1
                 d / f"{split}_{i:06d}.JPEG", quality=90)
 
 
+def agreement(common: dict, batches: int = 2) -> None:
+    """How far ``decode=device`` pixels are from the worker path's, same items and draws."""
+    diffs, n = [], 0
+    for split in (0, 1):
+        a = build_imagenet(**common, num_workers=0)[split]
+        b = build_imagenet(**common, num_workers=0, decode="device")[split]
+        for _, x, y in zip(range(batches), a, b):
+            assert torch.equal(x["label"].cpu(), y["label"].cpu())
+            # back to the 0–255 scale of the uint8 images (offsets are the same on both sides)
+            d = ((x["image"] - y["image"]).float() * b.std).abs().cpu()
+            diffs.append(d.flatten())
+            n += len(x["label"])
+    d = torch.cat(diffs)
+    print(f"\ndecode=device vs worker, {n} train + val images: max |diff| {d.max():.2f} levels, "
+          f"mean {d.mean():.4f}, pixels off by > 0.5 level {(d > 0.5).float().mean():.3%}")
+
+
 def time_loader(loader, batches: int) -> tuple[float, float]:
     """(first batch s, images/s over the next ``batches`` batches)."""
     t0 = time.perf_counter()
     it = iter(loader)
     next(it)
     first = time.perf_counter() - t0
+    cuda = getattr(loader, "device", torch.device("cpu")).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync()
     n, t1 = 0, time.perf_counter()
     for _ in range(batches):
         try:
             n += len(next(it)["label"])
         except StopIteration:
             break
+    sync()  # the device's decoding and augmentation run asynchronously
     return first, n / (time.perf_counter() - t1)
 
 
@@ -74,6 +99,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--width", type=int, default=500)
     ap.add_argument("--height", type=int, default=375)
+    ap.add_argument("--decode", nargs="+", choices=("worker", "device"), default=["worker"])
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="bench_cls_pipeline_"))
@@ -83,21 +110,24 @@ def main() -> None:
             make_tree(root, args.images, args.width, args.height)
             print(f"generated {args.images} train JPEGs in {time.perf_counter() - t:.1f} s")
         rows = []
-        for w in args.workers:
-            train, val = build_imagenet(root=str(root), num_classes=None, num_workers=w,
-                                        batch_size=args.batch, eval_batch_size=args.batch,
-                                        channels_last=True)
-            batches = args.images // args.batch - 1
-            ft, it = time_loader(train, batches)
-            fe, ie = time_loader(val, len(val) - 1)
-            close_loaders(train, val)
-            rows.append([w, f"{ft:.2f}", it, f"{fe:.2f}", ie])
-            print(rows[-1], flush=True)
+        common = dict(root=str(root), num_classes=None, batch_size=args.batch,
+                      eval_batch_size=args.batch, channels_last=True, device=args.device)
+        for decode in args.decode:
+            for w in args.workers:
+                train, val = build_imagenet(**common, num_workers=w, decode=decode)
+                batches = args.images // args.batch - 1
+                ft, it = time_loader(train, batches)
+                fe, ie = time_loader(val, len(val) - 1)
+                close_loaders(train, val)
+                rows.append([decode, w, f"{ft:.2f}", it, f"{fe:.2f}", ie])
+                print(rows[-1], flush=True)
         print(f"\nMachine: {machine()}\n")
         print(f"ImageNet pipelines, {args.width}×{args.height} JPEGs, batch {args.batch}, "
-              f"torch threads {torch.get_num_threads()}\n")
-        print(table(["workers", "train first batch s", "train img/s", "eval first batch s",
-                     "eval img/s"], rows))
+              f"device {args.device}, torch threads {torch.get_num_threads()}\n")
+        print(table(["decode", "workers", "train first batch s", "train img/s",
+                     "eval first batch s", "eval img/s"], rows))
+        if "device" in args.decode:
+            agreement(common)
     finally:
         if args.out is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -4,6 +4,7 @@ bench_gpu.py unchanged); bench_gpu's FLOP count is checked exactly. (bench_harne
 bench_fashion_scenes run whole studies: minutes, not smoke-tested.)"""
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,8 +86,10 @@ def test_bench_engine_options():
 
 def test_bench_cls_pipeline():
     out = bench("bench_cls_pipeline.py", "--images", "32", "--batch", "8", "--workers", "0",
-                "--width", "64", "--height", "48")
-    assert "img/s" in out
+                "--width", "64", "--height", "48", "--decode", "worker", "device")
+    assert "img/s" in out and "| device | 0 |" in out
+    diff = re.search(r"decode=device vs worker, 32 train \+ val images: max \|diff\| ([\d.]+)", out)
+    assert diff and float(diff.group(1)) <= 1.01
 
 
 def test_bench_detection_pipeline(tmp_path):

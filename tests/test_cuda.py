@@ -1,5 +1,6 @@
 """The CUDA paths (skipped without a GPU): fp16 with dynamic loss scaling and bf16 runs through
-the worker on the GPU, channels_last, and the GPU benchmark's MFU figures. Run them on a GPU
+the worker on the GPU, channels_last, ImageNet's ``decode: device`` (nvJPEG) against the
+worker path, and the GPU benchmark's MFU figures. Run them on a GPU
 machine with ``python -m pytest -q tests/test_cuda.py``."""
 
 import math
@@ -13,6 +14,7 @@ import torch
 from ablate.engine import run_io
 from ablate.worker import run
 from tests.engine.test_worker import make_run
+from tests.test_imagenet_data import STD, build, make_imagenet
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,3 +58,18 @@ def test_bench_gpu_reports_mfu():
         assert float(r[9]) > 0  # peak GiB allocated
         if any(k in name for k in ("H100", "H200", "A100")):
             assert r[7].endswith("%") and float(r[7].rstrip(" %")) > 0
+
+
+def test_imagenet_device_decode_on_the_gpu(tmp_path):
+    """nvJPEG's inverse DCT and the float resize differ from libjpeg and the uint8 resize by a
+    level or two: the same items, labels and draws, pixels close."""
+    tree = make_imagenet(tmp_path / "imagenet")
+    for split in (0, 1):
+        want = list(build(tree, "data.jitter=0.4")[split])
+        got = list(build(tree, "data.jitter=0.4", "data.decode=device",
+                         device=torch.device("cuda"))[split])
+        assert len(got) == len(want)
+        for a, b in zip(want, got):
+            assert b["image"].is_cuda and torch.equal(a["label"], b["label"].cpu())
+            levels = ((a["image"] - b["image"].cpu()) * STD.view(1, 3, 1, 1) * 255).abs()
+            assert levels.mean() < 2 and levels.quantile(0.99) < 8

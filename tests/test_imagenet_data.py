@@ -13,7 +13,8 @@ from PIL import Image
 
 from ablate.config import compose
 from ablate.data import imagenet
-from ablate.data.imagenet import (build_imagenet, check_imagenet, decode_rgb, find_classes,
+from ablate.data.imagenet import (TrainTransform, build_imagenet, check_imagenet, collate_encoded,
+                                  decode_rgb, find_classes, jitter_batch, jpeg_size, unpack,
                                   lighting_offset, normalize)
 from ablate.errors import AblateError
 from ablate.registry import DATASETS
@@ -232,6 +233,111 @@ def test_batches_do_not_depend_on_workers_and_change_per_epoch(tree):
     b = epochs(build(tree, "data.num_workers=1")[0])
     assert all(torch.equal(x, y) for ea, eb in zip(a, b) for x, y in zip(ea, eb))
     assert not torch.equal(a[0][0], a[1][0])
+
+
+# --- decode: device --------------------------------------------------------------------------
+
+def test_jpeg_size_reads_sequential_colour_jpegs_only(tree, tmp_path):
+    rgb = Image.new("RGB", (70, 50), (1, 2, 3))
+    rgb.save(tmp_path / "a.jpg", quality=90)
+    data = (tmp_path / "a.jpg").read_bytes()
+    assert jpeg_size(data) == (50, 70)
+    assert jpeg_size(torch.frombuffer(bytearray(data), dtype=torch.uint8)) == (50, 70)
+    rgb.save(tmp_path / "p.jpg", progressive=True)  # nvJPEG's batched decoder: baseline only
+    rgb.convert("L").save(tmp_path / "g.jpg")
+    Image.new("CMYK", (20, 10)).save(tmp_path / "c.jpg")
+    rgb.save(tmp_path / "i.png")
+    for name in ("p.jpg", "g.jpg", "c.jpg", "i.png"):
+        assert jpeg_size((tmp_path / name).read_bytes()) is None, name
+    for cut in (data[:3], data[:20], b"", b"\xff\xd8\xff\xd9", b"\xff\xd8junk"):
+        assert jpeg_size(cut) is None
+
+    def header(marker: int, bits: int, components: int = 3) -> bytes:  # SOI, APP0, fill, SOF
+        return (b"\xff\xd8\xff\xe0\x00\x04ab\xff" +
+                bytes([0xFF, marker, 0, 17, bits, 0, 50, 1, 2, components]) + bytes(9))
+
+    assert jpeg_size(header(0xC1, 8)) == (50, 258)  # extended sequential, 8-bit
+    assert jpeg_size(header(0xC1, 12)) is None  # 12-bit samples
+    assert jpeg_size(header(0xC2, 8)) is None  # progressive
+    assert jpeg_size(header(0xC0, 8, components=1)) is None
+
+
+def test_draw_then_geometry_is_the_worker_transform():
+    image = torch.randint(0, 256, (3, 60, 80), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(1))
+    for jitter in (0.0, 0.4):
+        t = TrainTransform(32, jitter=jitter)
+        for seed in range(6):
+            torch.manual_seed(seed)
+            want = t(image)
+            torch.manual_seed(seed)
+            p = t.draw(60, 80)
+            got = jitter_batch(t.geometry(image, p)[None], [p.get("jitter")])[0]
+            assert got.shape == want.shape == (3, 32, 32)
+            assert (got.int() - want.int()).abs().max() <= (1 if jitter else 0)
+            if jitter:
+                order, *factors = p["jitter"]
+                assert sorted(order) == [0, 1, 2, 3] and all(0.6 <= f <= 1.4 for f in factors)
+
+
+def test_jitter_batch_hand_checked():
+    # 1×2 images, pixels (204, 102, 51) and (51, 51, 51). Image 0: saturation 0.5, brightness
+    # 1.5, contrast 0.8 (luma 0.2989 R + 0.587 G + 0.114 B, contrast blends with its mean):
+    # (0.8, 0.4, 0.2) → (0.64836, 0.44836, 0.34836) → ×1.5 → mean luma 0.5224989 →
+    # 0.8 x + 0.2 · 0.5224989 = (0.88253, 0.64253, 0.52253) → ×255 → (225, 164, 133); the grey
+    # pixel → 0.34449 → 88. Image 1: brightness 2 (R clamps at 1), contrast 1 (identity),
+    # saturation 0 (luma): (1, 0.8, 0.4) → 0.8141 → 208; grey 0.4 → 0.39996 → 102.
+    images = torch.tensor([[[204, 51]], [[102, 51]], [[51, 51]]], dtype=torch.uint8)
+    images = images[None].repeat(3, 1, 1, 1)
+    params = [((2, 0, 1, 3), 1.5, 0.8, 0.5), ((0, 1, 2, 3), 2.0, 1.0, 0.0), None]
+    out = jitter_batch(images, params)
+    assert out[0, :, 0, 0].tolist() == [225, 164, 133] and out[0, :, 0, 1].tolist() == [88] * 3
+    assert out[1, :, 0, 0].tolist() == [208] * 3 and out[1, :, 0, 1].tolist() == [102] * 3
+    assert torch.equal(out[2], images[2])  # no jitter
+    assert jitter_batch(images, [None] * 3) is images
+
+
+def test_encoded_batches_travel_as_one_buffer(tree):
+    train, _ = build(tree, "data.decode=device")
+    train.set_epoch(0)
+    items = [train.dataset[i] for i in range(4)]
+    # class 0: baseline colour JPEGs travel as bytes, the grey JPEG (item 1) as pixels
+    assert [d.dim() for d, *_ in items] == [1, 3, 1, 1] and items[1][0].shape == (3, 64, 48)
+    assert items[0][0].numel() == (tree / "train" / CLASSES[0] / f"{CLASSES[0]}_0.JPEG"
+                                   ).stat().st_size
+    batch = collate_encoded(items)
+    assert batch["data"].dim() == 1 and batch["label"].tolist() == [0, 0, 0, 0]
+    assert all(torch.equal(a, d) for a, (d, *_) in zip(unpack(batch["data"], batch["shapes"]),
+                                                      items))
+    assert batch["lighting"].shape == (4, 3)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_device_decode_matches_the_worker_path(tree, workers):
+    def epochs(loader):
+        out = []
+        for e in (0, 1):
+            loader.set_epoch(e)
+            out += list(loader)
+        loader.close()
+        return out
+
+    for split in (0, 1):  # train (crop, flip, jitter, lighting), val (resize, centre crop)
+        want = epochs(build(tree, "data.jitter=0.4", channels_last=True)[split])
+        got = epochs(build(tree, "data.jitter=0.4", "data.decode=device",
+                           f"data.num_workers={workers}", channels_last=True)[split])
+        assert len(got) == len(want) == (6 if split == 0 else 4)
+        for a, b in zip(want, got):
+            assert torch.equal(a["label"], b["label"])
+            assert b["image"].is_contiguous(memory_format=torch.channels_last)
+            levels = ((a["image"] - b["image"]) * STD.view(1, 3, 1, 1) * 255).abs()
+            assert levels.max() < 1.01  # the jitter's float rounding order, at most a level
+            assert (levels > 0.5).float().mean() < 0.01
+
+
+def test_decode_mode_is_checked(tree):
+    with pytest.raises(AblateError, match="data.decode must be one of worker, device; got 'gpu'"):
+        check_imagenet(**data_cfg(tree, "data.decode=gpu"))
 
 
 def test_two_ranks_shard_train_evenly_and_val_exactly_once(tree):

@@ -21,6 +21,17 @@ uint8 crosses the worker queue and the host→device copy, 4× less than float. 
 floats and rounds once to uint8; the lighting offset is added in float without clamping, as
 fb.resnet adds it to float images.
 
+``decode: device`` moves the decoding and the augmentation to the training device, for GPUs that
+train faster than the host's cores decode: the workers only read the file bytes, parse the JPEG
+header for the image size and draw the item's crop, flip, jitter and lighting parameters (the
+same draws, in the same order, as the worker path); the training process decodes the batch's
+JPEGs in one call (``torchvision.io.decode_jpeg`` on the device: nvJPEG on CUDA), crops, resizes
+and flips each image there and jitters the batch at once (``jitter_batch``). Files the device
+decoder may not take — PNG, progressive, grey or CMYK JPEGs — are decoded in the worker as
+before and join the batch as pixels. On CPU the same path runs in the training process (slower
+there: it is for accelerators). Pixels agree with the worker path to a level (float rounding
+order; nvJPEG's inverse DCT differs from libjpeg's by a level or two).
+
 Randomness: item i of epoch e draws from a generator seeded by (seed, e, i) (``item_generator``),
 so batches do not depend on the number of workers and a resumed run replays the same crops.
 Sharding follows ``DistributedSampler``: training shuffles with seed + epoch, pads by wrapping
@@ -37,12 +48,12 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms import v2
 
 from ablate.data.detection_common import first_missing, missing_path_error
@@ -162,6 +173,49 @@ def decode_rgb(path: str) -> torch.Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
 
+_SOF_SEQUENTIAL = (0xC0, 0xC1)  # baseline and extended sequential Huffman JPEGs
+_NO_LENGTH = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7 carry no length field
+
+
+def jpeg_size(data: torch.Tensor | bytes) -> tuple[int, int] | None:
+    """``(height, width)`` of a sequential three-component (colour) JPEG from its header, or None
+    for anything else (PNG, progressive, grey, CMYK, truncated), without decoding.
+
+    Args:
+        data: the file's bytes (a uint8 tensor as ``read_file`` returns, or bytes).
+    """
+    buf = memoryview(data.numpy() if isinstance(data, torch.Tensor) else data).cast("B")
+    if len(buf) < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
+        return None
+    i = 2
+    while i + 4 <= len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _NO_LENGTH:
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        length = (buf[i + 2] << 8) | buf[i + 3]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
+            if (marker not in _SOF_SEQUENTIAL or i + 10 > len(buf) or buf[i + 4] != 8
+                    or buf[i + 9] != 3):  # 8-bit samples, three components
+                return None
+            h, w = (buf[i + 5] << 8) | buf[i + 6], (buf[i + 7] << 8) | buf[i + 8]
+            return (h, w) if h and w else None
+        i += 2 + length
+    return None
+
+
+def _size_only(height: int, width: int) -> torch.Tensor:
+    """A tensor of shape ``[3, height, width]`` without memory, for v2's ``make_params``."""
+    return torch.empty((), dtype=torch.uint8).expand(3, height, width)
+
+
 class TrainTransform:
     """The paper's training crop, flip and colour jitter on uint8 ``[3, H, W]`` (global RNG).
 
@@ -185,6 +239,22 @@ class TrainTransform:
         self.jitter = (v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)
                        if jitter else None)
 
+    def draw(self, height: int, width: int) -> dict[str, Any]:
+        """The random parameters for an image of this size, from the global RNG, drawn as
+        ``__call__`` draws them: crop box, flip, then the jitter's order and factors."""
+        params: dict[str, Any] = {"crop": self.crop.make_params([_size_only(height, width)])}
+        params["flip"] = self.flip is not None and bool(torch.rand(1) < self.flip.p)
+        if self.jitter is not None:
+            j = self.jitter.make_params([])
+            params["jitter"] = (tuple(int(k) for k in j["fn_idx"]), j["brightness_factor"],
+                                j["contrast_factor"], j["saturation_factor"])
+        return params
+
+    def geometry(self, image: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        """Crop, resize and flip uint8 ``[3, H, W]`` (on any device) with ``draw``'s params."""
+        image = self.crop.transform(image, params["crop"])
+        return v2.functional.horizontal_flip(image) if params["flip"] else image
+
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         image = self.crop(image)
         if self.flip is not None:
@@ -195,9 +265,75 @@ class TrainTransform:
         return image
 
 
-def eval_transform(size: int, resize: int) -> v2.Transform:
-    """Resize the shorter side to ``resize``, then centre crop ``size`` × ``size``."""
-    return v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size)])
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma of float ``[B, 3, H, W]`` as ``[B, 1, H, W]`` (v2's weights)."""
+    r, g, b = x.unbind(1)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(1)
+
+
+def _adjust(x: torch.Tensor, op: int, f: torch.Tensor) -> torch.Tensor:
+    """One of v2's float colour adjustments with per-image factors ``f`` [B] (float64, on the
+    host): 0 brightness, 1 contrast (blend with the mean luma), 2 saturation (with the luma)."""
+    a = f.to(torch.float32).view(-1, 1, 1, 1).to(x.device, non_blocking=True)
+    if op == 0:
+        return x.mul_(a).clamp_(0, 1)
+    rest = (1.0 - f).to(torch.float32).view(-1, 1, 1, 1).to(x.device, non_blocking=True)
+    grey = _grey(x)
+    if op == 1:
+        grey = grey.mean((1, 2, 3), keepdim=True)
+    return x.mul_(a).add_(grey.mul_(rest)).clamp_(0, 1)
+
+
+def jitter_batch(images: torch.Tensor, params: Sequence[tuple | None]) -> torch.Tensor:
+    """``ColorJitter`` (brightness, contrast, saturation, in each image's own random order) on a
+    uint8 batch, rounding once to uint8 as ``TrainTransform`` does.
+
+    Images that share an order are adjusted together (at most 24 groups, each three operations
+    with per-image factors); on CPU one image at a time, which keeps it in cache (8× faster
+    than the whole batch at 224 px).
+
+    Args:
+        images: uint8 ``[B, 3, H, W]`` on any device.
+        params: per image, ``draw()["jitter"]``: ``(order, brightness, contrast, saturation)``
+            with a factor None for an adjustment that is off; None for no jitter at all.
+    Returns:
+        uint8 ``[B, 3, H, W]``.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(params):
+        if p is not None:
+            groups.setdefault(p[0], []).append(i)
+    if not groups:
+        return images
+    out = images.clone()
+    step = 1 if images.device.type == "cpu" else len(params)
+    for order, members in groups.items():
+        for c in range(0, len(members), step):
+            idx = members[c:c + step]
+            x = images[idx].float().div_(255)  # a gathered copy
+            for op in order:
+                factors = [params[i][1 + op] for i in idx] if op < 3 else [None]
+                if any(f is not None for f in factors):
+                    f = torch.tensor([1.0 if f is None else f for f in factors],
+                                     dtype=torch.float64)  # 1: an exact identity
+                    x = _adjust(x, op, f)
+            out[idx] = x.mul_(255).round_().to(torch.uint8)
+    return out
+
+
+class EvalTransform:
+    """Resize the shorter side to ``resize`` (antialiased), then centre crop ``size`` × ``size``."""
+
+    def __init__(self, size: int, resize: int) -> None:
+        self.t = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(size)])
+
+    def draw(self, height: int, width: int) -> None:
+        return None
+
+    def geometry(self, image: torch.Tensor, params: None = None) -> torch.Tensor:
+        return self.t(image)
+
+    __call__ = geometry
 
 
 def lighting_offset(alpha: torch.Tensor) -> torch.Tensor:
@@ -241,11 +377,16 @@ class ImageFolderSplit(Dataset):
         lighting: std of the lighting α; 0 = no offset (None in the items).
         subset: keep ``interleaved_first(labels, subset)``.
         seed: base seed of the per-item generators.
+        decode: ``"worker"``, or ``"device"``: items are ``(bytes or pixels, label, offset,
+            params)`` — the file's bytes (uint8 ``[N]``) where ``jpeg_size`` reads its size,
+            else the decoded uint8 ``[3, H, W]``, and ``transform.draw``'s parameters — for
+            the loader to decode and transform on its device.
     """
 
     def __init__(self, folder: str | os.PathLike, classes: Sequence[str], *,
-                 transform: Callable[[torch.Tensor], torch.Tensor], random: bool = False,
-                 lighting: float = 0.0, subset: int | None = None, seed: int = 0) -> None:
+                 transform: TrainTransform | EvalTransform, random: bool = False,
+                 lighting: float = 0.0, subset: int | None = None, seed: int = 0,
+                 decode: str = "worker") -> None:
         self.folder = str(folder)
         names: list[bytes] = []
         counts = []
@@ -260,7 +401,7 @@ class ImageFolderSplit(Dataset):
         self.labels = labels[keep]
         self.classes = tuple(classes)
         self.transform, self.random, self.lighting = transform, random, float(lighting)
-        self.seed = seed
+        self.seed, self.decode = seed, _decode_mode(decode)
         self._epoch = SharedEpoch()
 
     def set_epoch(self, epoch: int) -> None:
@@ -273,16 +414,37 @@ class ImageFolderSplit(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    def __getitem__(self, i: int) -> tuple:
+        if self.decode == "device":
+            return self._encoded_item(i)
         image, label = decode_rgb(self.path(i)), int(self.labels[i])
         if not (self.random or self.lighting):
             return self.transform(image), label, None
         g = item_generator(self.seed, self._epoch.get(), i)
         with global_rng_from(g):  # v2 draws from the global RNG
             image = self.transform(image)
-        offset = lighting_offset(torch.randn(3, generator=g) * self.lighting) \
+        return image, label, self._offset(g)
+
+    def _offset(self, g: torch.Generator) -> torch.Tensor | None:
+        return lighting_offset(torch.randn(3, generator=g) * self.lighting) \
             if self.lighting else None
-        return image, label, offset
+
+    def _encoded_item(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor | None, Any]:
+        path, label = self.path(i), int(self.labels[i])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*image decoding and encoding",
+                                    category=DeprecationWarning)
+            data = read_file(path)
+        size = jpeg_size(data)
+        if size is None:  # not for the device decoder: decode here
+            data = decode_rgb(path)
+            size = tuple(data.shape[-2:])
+        if not (self.random or self.lighting):
+            return data, label, None, self.transform.draw(*size)
+        g = item_generator(self.seed, self._epoch.get(), i)
+        with global_rng_from(g):
+            params = self.transform.draw(*size)
+        return data, label, self._offset(g), params
 
 
 def collate(samples: Sequence[tuple[torch.Tensor, int, torch.Tensor | None]]
@@ -293,6 +455,47 @@ def collate(samples: Sequence[tuple[torch.Tensor, int, torch.Tensor | None]]
     if offsets[0] is not None:
         batch["lighting"] = torch.stack(offsets)
     return batch
+
+
+def collate_encoded(samples: Sequence[tuple]) -> dict[str, Any]:
+    """``decode: device`` items: ``{'data': uint8 [N], 'shapes': [...], 'params': [...],
+    'label': int64 [B]}`` plus ``lighting`` [B, 3] if any.
+
+    The items' bytes and pixels travel as one flat buffer (``unpack`` splits it), so a batch
+    crosses the worker queue as one shared-memory block rather than one per image.
+    """
+    data, labels, offsets, params = zip(*samples)
+    batch = {"data": torch.cat([d.reshape(-1) for d in data]),
+             "shapes": [tuple(d.shape) for d in data], "params": list(params),
+             "label": torch.tensor(labels, dtype=torch.int64)}
+    if offsets[0] is not None:
+        batch["lighting"] = torch.stack(offsets)
+    return batch
+
+
+def unpack(data: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
+    """Split ``collate_encoded``'s buffer back into the items' tensors (views)."""
+    parts = torch.split(data, [int(np.prod(s)) for s in shapes])
+    return [p.view(s) for p, s in zip(parts, shapes)]
+
+
+def decode_batch(data: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Decode the encoded JPEGs (uint8 ``[N]``) of ``data`` on ``device`` in one call; pixels
+    (uint8 ``[3, H, W]``, decoded by a worker) are copied there. Returns RGB uint8 images."""
+    out: list[torch.Tensor | None] = [None] * len(data)
+    jpegs = [k for k, d in enumerate(data) if d.dim() == 1]
+    if jpegs:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*image decoding and encoding",
+                                    category=DeprecationWarning)
+            images = decode_jpeg([data[k] for k in jpegs], mode=ImageReadMode.RGB,
+                                 device=device)
+        for k, image in zip(jpegs, images):
+            out[k] = image
+    for k, d in enumerate(data):
+        if out[k] is None:
+            out[k] = d.to(device, non_blocking=True)
+    return out  # type: ignore[return-value]
 
 
 class ImageFolderLoader:
@@ -313,8 +516,10 @@ class ImageFolderLoader:
             DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                seed=seed) if train else list(range(rank, len(dataset), world_size)))
         persistent = num_workers > 0 and (persistent_workers is None or persistent_workers)
+        on_device = dataset.decode == "device"
         self.loader = DataLoader(dataset, batch_size, sampler=self.sampler,
-                                 num_workers=num_workers, collate_fn=collate,
+                                 num_workers=num_workers,
+                                 collate_fn=collate_encoded if on_device else collate,
                                  pin_memory=self.device.type == "cuda", drop_last=train,
                                  persistent_workers=persistent)
         shape = (1, -1, 1, 1)
@@ -338,15 +543,41 @@ class ImageFolderLoader:
             it._shutdown_workers()
         self.loader._iterator = None
 
+    def transform_on_device(self, batch: dict[str, Any]) -> torch.Tensor:
+        """``decode: device``: decode, crop, flip and jitter a ``collate_encoded`` batch on the
+        loader's device; uint8 ``[B, 3, S, S]``."""
+        t = self.dataset.transform
+        images = decode_batch(unpack(batch["data"], batch["shapes"]), self.device)
+        images = torch.stack([t.geometry(im, p) for im, p in zip(images, batch["params"])])
+        if isinstance(t, TrainTransform) and t.jitter is not None:
+            images = jitter_batch(images, [p["jitter"] for p in batch["params"]])
+        return images
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for batch in self.loader:
-            b = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            image = normalize(b["image"], self.mean, self.std, b.get("lighting"))
+            if "data" in batch:
+                images = self.transform_on_device(batch)
+            else:
+                images = batch["image"].to(self.device, non_blocking=True)
+            lighting = batch.get("lighting")
+            if lighting is not None:
+                lighting = lighting.to(self.device, non_blocking=True)
+            image = normalize(images, self.mean, self.std, lighting)
             yield {"image": image.contiguous(memory_format=self.memory_format),
-                   "label": b["label"]}
+                   "label": batch["label"].to(self.device, non_blocking=True)}
 
 
 # --- the data source -------------------------------------------------------------------------
+
+DECODE_MODES = ("worker", "device")
+
+
+def _decode_mode(decode: Any) -> str:
+    if decode not in DECODE_MODES:
+        raise AblateError(f"ImageNet: data.decode must be one of {', '.join(DECODE_MODES)}; "
+                          f"got {decode!r}")
+    return decode
+
 
 def _sizes(train_size: Any, eval_size: Any, eval_resize: Any) -> tuple[int, int, int]:
     try:
@@ -367,7 +598,7 @@ def build_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
                    train_subset: int | None = None, test_subset: int | None = None,
                    num_workers: int = 8, batch_size: int, eval_batch_size: int, rank: int = 0,
                    world_size: int = 1, seed: int = 0, device: torch.device | str = "cpu",
-                   channels_last: bool = False, **_: Any
+                   channels_last: bool = False, decode: str = "worker", **_: Any
                    ) -> tuple[ImageFolderLoader, ImageFolderLoader]:
     """Train and val loaders over an ImageNet ImageFolder tree (see the module docstring).
 
@@ -380,23 +611,28 @@ def build_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
             saturation strength; lighting: std of the PCA lighting α (0 = off).
         train_subset / test_subset: keep the first N files, class-interleaved.
         num_workers: DataLoader workers per process and loader.
+        decode: ``"worker"`` (decode and augment in the workers) or ``"device"`` (on the
+            run's device, see the module docstring).
         batch_size / eval_batch_size: per-rank batch sizes.
         rank, world_size, seed, device, channels_last: the run's.
     Returns:
         ``(train_loader, eval_loader)``.
     """
     train_size, eval_size, eval_resize = _sizes(train_size, eval_size, eval_resize)
+    decode = _decode_mode(decode)
     classes = find_classes(root, train_dir, val_dir, num_classes)
     train = ImageFolderSplit(Path(root) / train_dir, classes,
                              transform=TrainTransform(train_size, scale=crop_scale, flip=flip,
                                                       jitter=jitter),
-                             random=True, lighting=lighting, subset=train_subset, seed=seed)
+                             random=True, lighting=lighting, subset=train_subset, seed=seed,
+                             decode=decode)
     empty = [c for c, n in zip(classes, train.counts) if n == 0]
     if empty:
         raise AblateError(f"ImageNet: {len(empty)} class folders of {Path(root) / train_dir} "
                           f"hold no image ({', '.join(IMAGE_EXTENSIONS)}): {_few(empty)}")
     val = ImageFolderSplit(Path(root) / val_dir, classes,
-                           transform=eval_transform(eval_size, eval_resize), subset=test_subset)
+                           transform=EvalTransform(eval_size, eval_resize), subset=test_subset,
+                           decode=decode)
     if len(val) == 0:
         raise AblateError(f"ImageNet: no image in the class folders of {Path(root) / val_dir}")
     common = dict(rank=rank, world_size=world_size, seed=seed, num_workers=int(num_workers),
@@ -410,9 +646,11 @@ def build_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
 
 def check_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
                    num_classes: int | None = 1000, train_size: Any = 224, eval_size: Any = 224,
-                   eval_resize: Any = 256, **_: Any) -> None:
+                   eval_resize: Any = 256, decode: Any = "worker", **_: Any) -> None:
     """Fail early when the layout is wrong: folders missing or without class folders, val's
-    classes not train's, their number not ``num_classes``, bad sizes (no image is read)."""
+    classes not train's, their number not ``num_classes``, bad sizes or decode mode (no image
+    is read)."""
     _sizes(train_size, eval_size, eval_resize)
+    _decode_mode(decode)
     find_classes(root, train_dir, val_dir, num_classes)
 
