@@ -7,8 +7,8 @@
   on-device normalisation) and the evaluation pipeline (resize 256 + centre crop 224), with 0, 1
   and 2 workers; the first batch (worker start-up) is reported apart. ``--decode worker device``
   also times ``data.decode=device`` (workers read bytes and draw the augmentation, the training
-  process decodes and transforms the batch on ``--device``), and reports how far its pixels are
-  from the worker path's on the same items.
+  process decodes and transforms the batch on ``--device``), what one worker spends per item in
+  each mode, and how far the device path's pixels are from the worker path's on the same items.
 * Fashion-MNIST (``InMemoryLoader``): the demo's batched pad-4 crop + flip on uint8 tensors,
   and reading the training split from its idx.gz files (every demo run does it once) with
   ISA-L's inflate (what ``read_idx`` uses) against zlib's, alternating, median of 5 each.
@@ -54,6 +54,29 @@ def make_tree(root: Path, images: int, width: int, height: int, classes: int = 1
             img += rng.normal(0, 12, img.shape)
             Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(
                 d / f"{split}_{i:06d}.JPEG", quality=90)
+
+
+def worker_item_cost(common: dict, items: int = 256, rounds: int = 3) -> None:
+    """What one worker does per training item in each mode (1 thread, alternating, median)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    times: dict[str, list[float]] = {"worker": [], "device": []}
+    try:
+        for _ in range(rounds):
+            for decode in times:
+                ds = build_imagenet(**common, num_workers=0, decode=decode)[0].dataset
+                n = min(items, len(ds))
+                t = time.perf_counter()
+                for i in range(n):
+                    ds[i]
+                times[decode].append((time.perf_counter() - t) / n)
+    finally:
+        torch.set_num_threads(threads)
+    w, d = (float(np.median(times[k])) for k in ("worker", "device"))
+    print(f"\none worker, per training item (1 thread, median of {rounds}): decode=worker "
+          f"{w * 1e3:.2f} ms (read, decode, crop, flip, jitter, lighting α) = {1 / w:,.0f} "
+          f"items/s; decode=device {d * 1e3:.2f} ms (read, JPEG header, draws) = {1 / d:,.0f} "
+          f"items/s ({w / d:.1f}x)")
 
 
 def agreement(common: dict, batches: int = 2) -> None:
@@ -127,6 +150,7 @@ def main() -> None:
         print(table(["decode", "workers", "train first batch s", "train img/s",
                      "eval first batch s", "eval img/s"], rows))
         if "device" in args.decode:
+            worker_item_cost(common)
             agreement(common)
     finally:
         if args.out is None:
