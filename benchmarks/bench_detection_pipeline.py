@@ -15,8 +15,14 @@ includes worker start-up, reported separately), for three pipelines:
 * ``rcnn flip+mixup``: with visually coherent mixup before the resize;
 
 each with 0, 1 and 2 DataLoader workers. Prints a Markdown table.
+
+``--item-cost`` instead times what one worker does per training item (1 thread, the loader's
+own dataset indexed in the main process, pipelines alternated, median of ``--rounds``): the
+bare read + decode, then each pipeline. ``--min-size``/``--max-size`` set the scenes' side range
+(375 500 stands in for Pascal VOC's photos).
 Usage: ``python benchmarks/bench_detection_pipeline.py [--size 416] [--short 600]
-[--max-side 1000] [--batch-size 16] [--batches 30] [--workers 0 1 2] [--cache-dir data_cache]``.
+[--max-side 1000] [--batch-size 16] [--batches 30] [--workers 0 1 2] [--cache-dir data_cache]
+[--min-size 96 --max-size 192] [--item-cost [--items 200 --rounds 3]]``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import platform
 import sys
 import time
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -70,6 +77,48 @@ def time_loader(dataset, pipeline: dict, workers: int, args) -> tuple[float, flo
     return first, n / (time.perf_counter() - t0)
 
 
+def build_train_dataset(dataset, pipeline: dict, args):
+    """The training loader's dataset (what a worker indexes) for one pipeline, epoch 0."""
+    pipeline = {k: v for k, v in pipeline.items() if k != "random_shapes"}  # batch-level
+    if pipeline.pop("rcnn", False):
+        train, _ = build_rcnn_loaders(dataset, None, batch_size=args.batch_size,
+                                      scale=(args.short, args.max_side), num_workers=0, seed=0,
+                                      **pipeline)
+    else:
+        train, _ = build_detection_loaders(dataset, None, batch_size=args.batch_size,
+                                           train_size=args.size, num_workers=0, seed=0,
+                                           **pipeline)
+    train.set_epoch(0)
+    return train.dataset
+
+
+def item_cost(dataset, args) -> None:
+    """Milliseconds per training item in one thread: decode alone, then each pipeline."""
+    names = ["decode"] + [n for n in PIPELINES if n in args.only]
+    sources = {"decode": dataset}
+    sources.update({n: build_train_dataset(dataset, PIPELINES[n], args) for n in names[1:]})
+    n = min(args.items, len(dataset))
+    times: dict[str, list[float]] = {k: [] for k in names}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(args.rounds):
+            for name in names:
+                ds = sources[name]
+                t = time.perf_counter()
+                for i in range(n):
+                    ds[i]
+                times[name].append((time.perf_counter() - t) / n)
+    finally:
+        torch.set_num_threads(threads)
+    print(f"one worker, per training item (1 thread, {n} items, median of {args.rounds})\n")
+    print("| pipeline | ms / item | items/s |")
+    print("|---|---:|---:|")
+    for name in names:
+        t = float(np.median(times[name]))
+        print(f"| {name} | {t * 1e3:.2f} | {1 / t:,.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=416)
@@ -80,12 +129,21 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cache-dir", default="data_cache")
+    parser.add_argument("--min-size", type=int, default=96, help="scene side range")
+    parser.add_argument("--max-size", type=int, default=192)
+    parser.add_argument("--item-cost", action="store_true",
+                        help="per-item cost in one thread instead of loader throughput")
+    parser.add_argument("--items", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     t0 = time.perf_counter()
-    root = fashion_scenes_root(args.cache_dir)
+    root = fashion_scenes_root(args.cache_dir, min_size=args.min_size, max_size=args.max_size)
     dataset = fashion_scenes_dataset(root, "train")
-    print(f"FashionScenes train: {len(dataset)} images at {root} "
-          f"(ready in {time.perf_counter() - t0:.1f} s)")
+    print(f"FashionScenes train: {len(dataset)} images of {args.min_size}-{args.max_size} px at "
+          f"{root} (ready in {time.perf_counter() - t0:.1f} s)")
+    if args.item_cost:
+        item_cost(dataset, args)
+        return
     if (args.batches + 1) * args.batch_size > len(dataset):
         sys.exit("--batches x --batch-size exceeds one epoch")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "

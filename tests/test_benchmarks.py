@@ -99,6 +99,15 @@ def test_bench_detection_pipeline(tmp_path):
     assert "mixup" in out
 
 
+def test_bench_detection_pipeline_item_cost(tmp_path):
+    out = bench("bench_detection_pipeline.py", "--item-cost", "--items", "4", "--rounds", "1",
+                "--size", "64", "--short", "64", "--max-side", "96", "--min-size", "48",
+                "--max-size", "64", "--only", "augment", "rcnn flip", "--cache-dir", str(tmp_path))
+    names = [r[0] for r in rows(out, "") if r[0] not in ("pipeline", "---")]
+    assert names == ["decode", "augment", "rcnn flip"]
+    assert all(float(r[1]) > 0 for r in rows(out, "") if r[0] in names)
+
+
 def test_bench_eval():
     out = bench("bench_eval.py", "--images", "50", "--dets", "10", "--repeats", "1")
     assert "voc07" in out and "identical" in out

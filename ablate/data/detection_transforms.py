@@ -14,10 +14,13 @@ Normalisation (ImageNet mean/std) is left to the loader, on the device batch. Im
 every tensor entry with one row per box (``labels``, ``difficult``, ``weights``, ``iscrowd``…)
 follows the boxes that survive the crop.
 
-Building blocks: ``tv_tensors.BoundingBoxes`` with the v2 kernels (pad, resize, flip) and
-``v2.RandomZoomOut`` for the expand. The crop keeps ``v2.RandomIoUCrop``'s rules (boxes kept by
-centre, as ``SanitizeBoundingBoxes`` would after it) but draws its trials vectorised, ~10x
-faster (``sample_min_iou_crop``).
+Building blocks: the expand makes ``v2.RandomZoomOut``'s draws (same RNG calls, same float32
+arithmetic) and the box arithmetic is v2's pad/resize/flip kernels' own, so the output equals
+the v2 composition bit for bit (tests/data/test_detection_transforms.py keeps that composition
+as its reference); but the expanded canvas is never built: only the crop window of it is
+(``canvas_window``), up to 16x less memory to fill. The crop keeps ``v2.RandomIoUCrop``'s rules
+(boxes kept by centre, as ``SanitizeBoundingBoxes`` would after it) but draws its trials
+vectorised in NumPy, ~30x faster than v2's loop (``sample_min_iou_crop``).
 
 Randomness: torchvision.transforms.v2 draws from torch's *global* RNG (``torch.rand``,
 ``torch.randint``), and so do the colour, crop and interpolation draws here. Seed it
@@ -33,9 +36,9 @@ import contextlib
 import math
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ablate.errors import AblateError
@@ -138,7 +141,7 @@ def color_distort(image: torch.Tensor, *, brightness_delta: float = 32.0,
     Returns:
         uint8 ``[3, H, W]``.
     """
-    x = image.float()
+    x = image.to(torch.float32, copy=True)
 
     def draw(lo: float, hi: float) -> float:
         return lo + (hi - lo) * float(torch.rand(()))
@@ -147,7 +150,9 @@ def color_distort(image: torch.Tensor, *, brightness_delta: float = 32.0,
         return torch.einsum("c,chw->hw", _GREY, x)[None]
 
     def blend(x: torch.Tensor, other: torch.Tensor, a: float) -> torch.Tensor:
-        return (x * a + other * (1 - a)).clamp_(0, 255)
+        # x·a + other·(1 − a), each product rounded to float32 before the sum; in place
+        # (``other`` is a fresh grey image or its 0-d mean)
+        return x.mul_(a).add_(other.mul_(1 - a)).clamp_(0, 255)
 
     def hue(x: torch.Tensor, deg: float) -> torch.Tensor:
         c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
@@ -160,7 +165,7 @@ def color_distort(image: torch.Tensor, *, brightness_delta: float = 32.0,
     ranges = {"contrast": contrast, "saturation": saturation,
               "hue": (-hue_delta, hue_delta)}
     if float(torch.rand(())) < p:
-        x = (x + draw(-brightness_delta, brightness_delta)).clamp_(0, 255)
+        x.add_(draw(-brightness_delta, brightness_delta)).clamp_(0, 255)
     order = ["contrast", "saturation", "hue"]
     if float(torch.rand(())) >= 0.5:
         order = ["saturation", "hue", "contrast"]
@@ -180,36 +185,42 @@ def sample_min_iou_crop(boxes: torch.Tensor, height: int, width: int, *, trials:
     a crop qualifies if some box has its centre strictly inside and, among those boxes, the
     best IoU with the crop reaches the minimum; the first qualifying one wins, else draw a new
     minimum. (v2 tests one trial at a time with several small tensor ops: ~10 ms per image.)
+    The draws come from torch; the geometry runs in NumPy on the same dtypes torch would use
+    (float64 sides, float32 boxes, IoU and aspect), a few µs per array op instead of torch's
+    dispatch cost.
 
     Args:
-        boxes: float ``[N, 4]`` xyxy, N ≥ 1.
+        boxes: float ``[N, 4]`` xyxy, N ≥ 1 (used as float32).
         height, width: image size.
     Returns:
         ``(top, left, h, w)``, or None for "no crop".
     """
-    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    f32 = np.float32
+    b = boxes.detach().to(torch.float32).cpu().numpy()
+    cx, cy = (b[:, 0] + b[:, 2]) / f32(2), (b[:, 1] + b[:, 3]) / f32(2)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lo_aspect, hi_aspect = f32(1 / max_aspect), f32(max_aspect)
     while True:
         min_iou = min_ious[int(torch.randint(len(min_ious), (1,)))]
         if min_iou >= 1.0:
             return None
-        r = torch.rand(trials, 4, dtype=torch.float64)
-        cw = (width * (min_scale + (1 - min_scale) * r[:, 0])).long()
-        ch = (height * (min_scale + (1 - min_scale) * r[:, 1])).long()
-        x0, y0 = ((width - cw) * r[:, 2]).long(), ((height - ch) * r[:, 3]).long()
+        r = torch.rand(trials, 4, dtype=torch.float64).numpy()
+        cw = (width * (min_scale + (1 - min_scale) * r[:, 0])).astype(np.int64)
+        ch = (height * (min_scale + (1 - min_scale) * r[:, 1])).astype(np.int64)
+        x0 = ((width - cw) * r[:, 2]).astype(np.int64)
+        y0 = ((height - ch) * r[:, 3]).astype(np.int64)
         x1, y1 = x0 + cw, y0 + ch
-        ok = (cw > 0) & (ch > 0)
-        aspect = cw / ch.clamp(min=1)
-        ok &= (aspect >= 1 / max_aspect) & (aspect <= max_aspect)
-        inside = ((x0[:, None] < cx) & (cx < x1[:, None]) & (y0[:, None] < cy)
-                  & (cy < y1[:, None]))
-        iw = (torch.minimum(x1[:, None], boxes[:, 2]) - torch.maximum(x0[:, None], boxes[:, 0]))
-        ih = (torch.minimum(y1[:, None], boxes[:, 3]) - torch.maximum(y0[:, None], boxes[:, 1]))
-        inter = iw.clamp(min=0) * ih.clamp(min=0)
-        iou = inter / ((cw * ch)[:, None] + area - inter)
-        ok &= inside.any(1) & (iou.where(inside, -1.0).amax(1) >= min_iou)
+        aspect = cw.astype(f32) / np.maximum(ch, 1).astype(f32)
+        ok = (cw > 0) & (ch > 0) & (aspect >= lo_aspect) & (aspect <= hi_aspect)
+        x0f, y0f, x1f, y1f = (v.astype(f32)[:, None] for v in (x0, y0, x1, y1))
+        inside = (x0f < cx) & (cx < x1f) & (y0f < cy) & (cy < y1f)
+        iw = np.minimum(x1f, b[:, 2]) - np.maximum(x0f, b[:, 0])
+        ih = np.minimum(y1f, b[:, 3]) - np.maximum(y0f, b[:, 1])
+        inter = np.maximum(iw, f32(0)) * np.maximum(ih, f32(0))
+        iou = inter / ((cw * ch).astype(f32)[:, None] + area - inter)
+        ok &= inside.any(1) & (np.where(inside, iou, f32(-1)).max(1) >= f32(min_iou))
         if ok.any():
-            k = int(ok.nonzero()[0])
+            k = int(ok.argmax())
             return int(y0[k]), int(x0[k]), int(ch[k]), int(cw[k])
 
 
@@ -233,6 +244,45 @@ def crop_target(target: dict[str, Any], top: int, left: int, height: int, width:
     return out
 
 
+def zoom_out_params(height: int, width: int, *, p: float = 0.5,
+                    side_range: tuple[float, float] = (1.0, 4.0)
+                    ) -> tuple[int, int, int, int] | None:
+    """``v2.RandomZoomOut``'s draws (global RNG, the same calls and float32 arithmetic).
+
+    Returns:
+        None (kept, probability 1 − p), or ``(top, left, canvas_h, canvas_w)``: the image goes at
+        (top, left) of a canvas of side ratio U(side_range).
+    """
+    if torch.rand(1) >= p:
+        return None
+    r = side_range[0] + torch.rand(1) * (side_range[1] - side_range[0])
+    canvas_w, canvas_h = int(width * r), int(height * r)
+    r = torch.rand(2)
+    return int((canvas_h - height) * r[1]), int((canvas_w - width) * r[0]), canvas_h, canvas_w
+
+
+def canvas_window(image: torch.Tensor, fill: torch.Tensor, place: tuple[int, int],
+                  window: tuple[int, int, int, int]) -> torch.Tensor:
+    """The window ``(top, left, h, w)`` of a canvas filled with ``fill`` with ``image`` at
+    ``place`` (top, left), building only the window (a view when it lies inside the image).
+
+    Args:
+        image: ``[C, H, W]``.
+        fill: ``[C]`` of ``image``'s dtype.
+    """
+    top, left, h, w = window
+    y0, x0 = top - place[0], left - place[1]  # the window in image coordinates
+    ih, iw = image.shape[-2:]
+    if y0 >= 0 and x0 >= 0 and y0 + h <= ih and x0 + w <= iw:
+        return image[:, y0:y0 + h, x0:x0 + w]
+    out = fill.view(-1, 1, 1).expand(len(fill), h, w).clone()
+    a, c = max(y0, 0), max(x0, 0)  # the overlap, image coordinates
+    b, d = min(y0 + h, ih), min(x0 + w, iw)
+    if b > a and d > c:
+        out[:, a - y0:b - y0, c - x0:d - x0] = image[:, a:b, c:d]
+    return out
+
+
 def yolo_augment(image: torch.Tensor, target: dict[str, Any], *, out_size: int,
                  generator: torch.Generator | None = None, color: bool = True,
                  expand: bool = True, crop: bool = True, flip: bool = True,
@@ -240,10 +290,12 @@ def yolo_augment(image: torch.Tensor, target: dict[str, Any], *, out_size: int,
                  ) -> tuple[torch.Tensor, dict[str, Any]]:
     """YOLOv3 training augmentation (TRICKS.md "Data augmentation"), boxes following each step.
 
-    Steps: ``color_distort``; ``v2.RandomZoomOut`` (p 0.5, side ratio U(1, 4), fill
-    ``mean_pixel``); ``sample_min_iou_crop`` + ``crop_target`` (none for an image without
-    boxes); resize to ``out_size``² with an interpolation drawn from ``INTERPOLATIONS``; flip
-    (p 0.5, x1' = S − x2). Boxes are ``tv_tensors.BoundingBoxes`` through pad/resize/flip.
+    Steps: ``color_distort``; expand (``zoom_out_params``: p 0.5, side ratio U(1, 4), fill
+    ``mean_pixel`` as uint8); ``sample_min_iou_crop`` + ``crop_target`` (none for an image
+    without boxes); resize to ``out_size``² with an interpolation drawn from
+    ``INTERPOLATIONS``; flip (p 0.5, x1' = S − x2). The result equals ``v2.RandomZoomOut`` →
+    crop → ``TF.resize`` → ``TF.horizontal_flip`` on ``tv_tensors`` bit for bit, without
+    building the expanded canvas.
 
     Args:
         image: uint8 ``[3, H, W]`` (a float 0–255 mixup canvas is rounded first).
@@ -261,28 +313,32 @@ def yolo_augment(image: torch.Tensor, target: dict[str, Any], *, out_size: int,
         if color:
             image = color_distort(image)
         h, w = image.shape[-2:]
-        boxes = TF.clamp_bounding_boxes(tv_tensors.BoundingBoxes(
-            target["boxes"].float().reshape(-1, 4), format="XYXY", canvas_size=(h, w)))
-        if expand:
-            img, boxes = v2.RandomZoomOut(fill=list(mean_pixel), side_range=(1.0, 4.0),
-                                          p=0.5)(tv_tensors.Image(image), boxes)
-            image = img.as_subclass(torch.Tensor)
-        target = {**target, "boxes": boxes.as_subclass(torch.Tensor)}
+        boxes = target["boxes"].float().reshape(-1, 4).clone()  # clamped to the image
+        boxes[:, 0::2].clamp_(min=0, max=w)
+        boxes[:, 1::2].clamp_(min=0, max=h)
+        place, canvas = (0, 0), (h, w)
+        zoom = zoom_out_params(h, w) if expand else None
+        if zoom is not None:  # inside the canvas by construction: v2's clamp changes nothing
+            place, canvas = zoom[:2], zoom[2:]
+            boxes = boxes + torch.tensor([zoom[1], zoom[0]] * 2, dtype=torch.float32)
+        target = {**target, "boxes": boxes}
+        window = (0, 0, *canvas)
         if crop and len(boxes):
-            h, w = image.shape[-2:]
-            params = sample_min_iou_crop(target["boxes"], h, w)
+            params = sample_min_iou_crop(boxes, *canvas)
             if params is not None:
-                top, left, ch, cw = params
-                image = image[:, top:top + ch, left:left + cw]
-                target = crop_target(target, top, left, ch, cw)
-        boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY",
-                                         canvas_size=tuple(image.shape[-2:]))
+                window = params
+                target = crop_target(target, *params)
+        fill = torch.tensor(list(mean_pixel)).to(image.dtype)  # v2's vector fill
+        image = canvas_window(image, fill, place, window)
         mode = list(INTERPOLATIONS)[int(torch.randint(len(INTERPOLATIONS), (1,)))]
         out = resize_image(image, size, mode)
-        boxes = TF.resize(boxes, list(size))
-        if flip and float(torch.rand(())) < 0.5:
-            out, boxes = out.flip(-1), TF.horizontal_flip(boxes)
-    boxes = boxes.as_subclass(torch.Tensor).float() + 0.0  # + 0.0: no -0.0 from the flip
+        boxes = target["boxes"]
+        if window[2:] != size:  # v2's resize_bounding_boxes
+            boxes = boxes.mul(torch.tensor([size[1] / window[3], size[0] / window[2]] * 2))
+        if flip and float(torch.rand(())) < 0.5:  # v2's horizontal_flip_bounding_boxes
+            out, boxes = out.flip(-1), boxes.clone()
+            boxes[:, [2, 0]] = boxes[:, [0, 2]].sub_(size[1]).neg_()
+    boxes = boxes.float() + 0.0  # + 0.0: no -0.0 from the flip
     return out.contiguous(), {**target, "boxes": boxes}
 
 
@@ -339,8 +395,8 @@ def mix_pair(image1: torch.Tensor, target1: dict[str, Any], image2: torch.Tensor
     (h1, w1), (h2, w2) = image1.shape[-2:], image2.shape[-2:]
     h, w = max(h1, h2), max(w1, w2)
     canvas = torch.zeros(3, h, w)
-    canvas[:, :h1, :w1] = image1.float() * lam
-    canvas[:, :h2, :w2] += image2.float() * (1 - lam)
+    torch.mul(image1, lam, out=canvas[:, :h1, :w1])  # float32 products, written in place
+    canvas[:, :h2, :w2].add_(torch.mul(image2, 1 - lam))
     out = {k: v for k, v in target1.items()}
     keys2 = per_box_keys(target2)
     for k in per_box_keys(target1):
@@ -355,4 +411,4 @@ def mix_pair(image1: torch.Tensor, target1: dict[str, Any], image2: torch.Tensor
         parts.append(base.float() * (float(f) if weighted else 1.0))
     out.update(weights=torch.cat(parts), orig_size=(h, w), mixed_with=target2.get("image_id"),
                mix_lambda=float(lam))
-    return _as_uint8(canvas), out
+    return canvas.round_().clamp_(0, 255).to(torch.uint8), out

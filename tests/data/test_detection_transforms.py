@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablate.data.detection_transforms import (CROP_MIN_IOUS, color_distort, crop_target,
-                                              eval_resize, mix_pair, per_box_keys,
-                                              plain_resize, sample_min_iou_crop, yolo_augment)
+from ablate.data.detection_transforms import (CROP_MIN_IOUS, INTERPOLATIONS, MEAN_PIXEL,
+                                              canvas_window, color_distort, crop_target,
+                                              eval_resize, global_rng_from, mix_pair,
+                                              per_box_keys, plain_resize, resize_image,
+                                              sample_min_iou_crop, yolo_augment)
 
 
 def _target(boxes, labels, **extra):
-    boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
     n = len(boxes)
     t = {"boxes": boxes, "labels": torch.tensor(labels, dtype=torch.int64),
          "difficult": torch.zeros(n, dtype=torch.bool), "image_id": "img", "orig_size": (0, 0)}
@@ -189,3 +191,127 @@ def test_mix_pair_canvas_pixels_weights_and_boxes():
     assert t["orig_size"] == (5, 6) and t["mixed_with"] == "other"
     _, even = mix_pair(a, ta, b, tb, 0.5, weighted=False)
     assert even["weights"].tolist() == [1.0, 1.0, 1.0]
+
+
+# --- the v2 composition that yolo_augment reproduces without building the expanded canvas ---
+
+def _reference_min_iou_crop(boxes, height, width, trials=50, min_scale=0.3, max_aspect=2.0):
+    """The sampler's draws and rules in torch ops (its first, torch-only implementation)."""
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while True:
+        min_iou = CROP_MIN_IOUS[int(torch.randint(len(CROP_MIN_IOUS), (1,)))]
+        if min_iou >= 1.0:
+            return None
+        r = torch.rand(trials, 4, dtype=torch.float64)
+        cw = (width * (min_scale + (1 - min_scale) * r[:, 0])).long()
+        ch = (height * (min_scale + (1 - min_scale) * r[:, 1])).long()
+        x0, y0 = ((width - cw) * r[:, 2]).long(), ((height - ch) * r[:, 3]).long()
+        x1, y1 = x0 + cw, y0 + ch
+        ok = (cw > 0) & (ch > 0)
+        aspect = cw / ch.clamp(min=1)
+        ok &= (aspect >= 1 / max_aspect) & (aspect <= max_aspect)
+        inside = ((x0[:, None] < cx) & (cx < x1[:, None]) & (y0[:, None] < cy)
+                  & (cy < y1[:, None]))
+        iw = (torch.minimum(x1[:, None], boxes[:, 2]) - torch.maximum(x0[:, None], boxes[:, 0]))
+        ih = (torch.minimum(y1[:, None], boxes[:, 3]) - torch.maximum(y0[:, None], boxes[:, 1]))
+        inter = iw.clamp(min=0) * ih.clamp(min=0)
+        iou = inter / ((cw * ch)[:, None] + area - inter)
+        ok &= inside.any(1) & (iou.where(inside, -1.0).amax(1) >= min_iou)
+        if ok.any():
+            k = int(ok.nonzero()[0])
+            return int(y0[k]), int(x0[k]), int(ch[k]), int(cw[k])
+
+
+def _reference_augment(image, target, out_size, generator, mean_pixel=MEAN_PIXEL):
+    """tv_tensors through v2.RandomZoomOut (the full canvas), the crop, TF.resize, TF.flip."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as TF
+
+    size = [out_size, out_size]
+    with global_rng_from(generator):
+        image = color_distort(image.float().round().clamp(0, 255).to(torch.uint8)
+                              if image.dtype != torch.uint8 else image)
+        h, w = image.shape[-2:]
+        boxes = TF.clamp_bounding_boxes(tv_tensors.BoundingBoxes(
+            target["boxes"].float().reshape(-1, 4), format="XYXY", canvas_size=(h, w)))
+        img, boxes = v2.RandomZoomOut(fill=list(mean_pixel), side_range=(1.0, 4.0),
+                                      p=0.5)(tv_tensors.Image(image), boxes)
+        image = img.as_subclass(torch.Tensor)
+        target = {**target, "boxes": boxes.as_subclass(torch.Tensor)}
+        if len(boxes):
+            params = _reference_min_iou_crop(target["boxes"], *image.shape[-2:])
+            if params is not None:
+                top, left, ch, cw = params
+                image = image[:, top:top + ch, left:left + cw]
+                target = crop_target(target, top, left, ch, cw)
+        boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY",
+                                         canvas_size=tuple(image.shape[-2:]))
+        mode = list(INTERPOLATIONS)[int(torch.randint(len(INTERPOLATIONS), (1,)))]
+        out = resize_image(image, tuple(size), mode)
+        boxes = TF.resize(boxes, size)
+        if float(torch.rand(())) < 0.5:
+            out, boxes = out.flip(-1), TF.horizontal_flip(boxes)
+    return out.contiguous(), {**target, "boxes": boxes.as_subclass(torch.Tensor).float() + 0.0}
+
+
+def _random_boxes(g, n, h, w):
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.8, h * 0.8])
+    wh = 2 + torch.rand(n, 2, generator=g) * torch.tensor([w * 0.5, h * 0.5])
+    return torch.cat([xy, xy + wh], 1).round()  # may reach past the image: clamped first
+
+
+def test_yolo_augment_equals_the_v2_composition_bit_for_bit():
+    g = torch.Generator().manual_seed(0)
+    cases = 0
+    for k in range(120):
+        h, w = int(torch.randint(40, 140, (1,), generator=g)), int(torch.randint(40, 140, (1,),
+                                                                                generator=g))
+        image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+        if k % 5 == 0:  # a float mixup canvas
+            image = image.float() * 0.6 + 30.3
+        n = int(torch.randint(0, 5, (1,), generator=g))
+        t = _target(_random_boxes(g, n, h, w), list(range(n)), weights=torch.rand(n, generator=g))
+        size = (64, 96)[k % 2]
+        a = yolo_augment(image, t, out_size=size, generator=torch.Generator().manual_seed(k))
+        b = _reference_augment(image, t, size, torch.Generator().manual_seed(k))
+        assert torch.equal(a[0], b[0]), k
+        assert a[1].keys() == b[1].keys()
+        for key in ("boxes", "labels", "weights", "difficult"):
+            assert torch.equal(a[1][key], b[1][key]), (k, key)
+        cases += 1
+    assert cases == 120
+
+
+def test_min_iou_crop_in_numpy_makes_the_torch_draws_and_choices():
+    g = torch.Generator().manual_seed(1)
+    crops = 0
+    for seed in range(300):
+        h, w = int(torch.randint(30, 900, (1,), generator=g)), int(torch.randint(30, 900, (1,),
+                                                                                 generator=g))
+        boxes = _random_boxes(g, int(torch.randint(1, 8, (1,), generator=g)), h, w)
+        boxes = boxes + torch.rand(boxes.shape, generator=g) * 0.5  # fractional coordinates
+        torch.manual_seed(seed)
+        a = sample_min_iou_crop(boxes, h, w)
+        state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        assert _reference_min_iou_crop(boxes, h, w) == a, seed
+        assert torch.equal(torch.get_rng_state(), state)  # the same number of draws
+        crops += a is not None
+    assert 100 < crops < 300
+
+
+def test_canvas_window_builds_only_the_window():
+    image = torch.arange(2 * 3 * 4, dtype=torch.uint8).reshape(2, 3, 4) + 1
+    fill = torch.tensor([200, 201], dtype=torch.uint8)
+    canvas = torch.empty(2, 9, 10, dtype=torch.uint8)
+    canvas[:] = fill.view(2, 1, 1)
+    canvas[:, 5:8, 2:6] = image  # the image at (top 5, left 2) of a 9 x 10 canvas
+    for window in [(0, 0, 9, 10), (4, 1, 5, 6), (6, 3, 2, 2), (0, 0, 3, 3), (5, 2, 3, 4),
+                   (7, 5, 2, 5)]:
+        top, left, h, w = window
+        assert torch.equal(canvas_window(image, fill, (5, 2), window),
+                           canvas[:, top:top + h, left:left + w]), window
+    inside = canvas_window(image, fill, (0, 0), (1, 1, 2, 2))
+    assert inside.data_ptr() == image[:, 1:, 1:].data_ptr()  # a view, nothing copied
