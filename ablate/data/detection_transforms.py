@@ -141,7 +141,9 @@ def color_distort(image: torch.Tensor, *, brightness_delta: float = 32.0,
     Returns:
         uint8 ``[3, H, W]``.
     """
-    x = image.to(torch.float32, copy=True)
+    # contiguous float32 whatever the input layout (decoded images are HWC-strided): the grey
+    # and hue contractions over channels run ~3x faster on planes than on interleaved pixels
+    x = image.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
     def draw(lo: float, hi: float) -> float:
         return lo + (hi - lo) * float(torch.rand(()))
@@ -394,7 +396,10 @@ def mix_pair(image1: torch.Tensor, target1: dict[str, Any], image2: torch.Tensor
     """
     (h1, w1), (h2, w2) = image1.shape[-2:], image2.shape[-2:]
     h, w = max(h1, h2), max(w1, w2)
-    canvas = torch.zeros(3, h, w)
+    # the canvas takes image 1's layout (decoded images are HWC-strided views): the products
+    # then stream through memory in order; the values do not depend on the layout
+    hwc = image1.dim() == 3 and image1.stride(0) == 1 and image1.shape[0] > 1
+    canvas = torch.zeros(h, w, 3).permute(2, 0, 1) if hwc else torch.zeros(3, h, w)
     torch.mul(image1, lam, out=canvas[:, :h1, :w1])  # float32 products, written in place
     canvas[:, :h2, :w2].add_(torch.mul(image2, 1 - lam))
     out = {k: v for k, v in target1.items()}

@@ -193,6 +193,27 @@ def test_mix_pair_canvas_pixels_weights_and_boxes():
     assert even["weights"].tolist() == [1.0, 1.0, 1.0]
 
 
+
+def test_layout_of_the_decoded_image_does_not_change_a_value():
+    # decoded images are HWC-strided [3, H, W] views; colour and mixup pick their own layout
+    g = torch.Generator().manual_seed(3)
+    hwc = [torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=g).permute(2, 0, 1)
+           for h, w in ((21, 17), (15, 26))]
+    chw = [x.contiguous() for x in hwc]
+    assert hwc[0].stride() == (1, 51, 3) and chw[0].stride() == (357, 17, 1)
+    for seed in range(5):
+        outs = []
+        for a, b in (hwc, chw):
+            torch.manual_seed(seed)
+            outs.append(color_distort(a, p=1.0))
+        assert torch.equal(*outs)
+        (m1, t1), (m2, t2) = (mix_pair(a, _target([[1, 1, 5, 5]], [0]), b,
+                                       _target([[2, 2, 9, 9]], [1]), 0.3 + 0.1 * seed)
+                              for a, b in (hwc, chw))
+        assert m1.shape == (3, 21, 26) and m1.stride() == (1, 78, 3)  # image 1's layout
+        assert torch.equal(m1, m2) and torch.equal(t1["weights"], t2["weights"])
+
+
 # --- the v2 composition that yolo_augment reproduces without building the expanded canvas ---
 
 def _reference_min_iou_crop(boxes, height, width, trials=50, min_scale=0.3, max_aspect=2.0):
