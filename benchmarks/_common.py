@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmark scripts: machine description and Markdown tables."""
+"""Shared helpers for the benchmark scripts: machine description, Markdown tables, paired
+ratios, per-item worker cost."""
 
 from __future__ import annotations
 
@@ -38,6 +39,27 @@ def paired_ratio(other: list[float], ours: list[float]) -> str:
     steadier than a ratio of medians on a shared machine."""
     r = [o / a for o, a in zip(other, ours)]
     return f"{statistics.median(r):.2f}× ({min(r):.2f}–{max(r):.2f})"
+
+
+def item_costs(datasets: dict, items: int, rounds: int) -> dict[str, float]:
+    """Median seconds per item of indexing each dataset in one thread, as one DataLoader worker
+    does (``items`` items per dataset and round, the datasets alternated within each round)."""
+    import torch
+
+    times: dict[str, list[float]] = {k: [] for k in datasets}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(rounds):
+            for name, ds in datasets.items():
+                n = min(items, len(ds))
+                t = time.perf_counter()
+                for i in range(n):
+                    ds[i]
+                times[name].append((time.perf_counter() - t) / n)
+    finally:
+        torch.set_num_threads(threads)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 class CachedLoader:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, table  # noqa: E402
+from _common import item_costs, machine, table  # noqa: E402
 
 from ablate.data.imagenet import build_imagenet  # noqa: E402
 from ablate.worker import close_loaders  # noqa: E402
@@ -58,21 +58,9 @@ def make_tree(root: Path, images: int, width: int, height: int, classes: int = 1
 
 def worker_item_cost(common: dict, items: int = 256, rounds: int = 3) -> None:
     """What one worker does per training item in each mode (1 thread, alternating, median)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    times: dict[str, list[float]] = {"worker": [], "device": []}
-    try:
-        for _ in range(rounds):
-            for decode in times:
-                ds = build_imagenet(**common, num_workers=0, decode=decode)[0].dataset
-                n = min(items, len(ds))
-                t = time.perf_counter()
-                for i in range(n):
-                    ds[i]
-                times[decode].append((time.perf_counter() - t) / n)
-    finally:
-        torch.set_num_threads(threads)
-    w, d = (float(np.median(times[k])) for k in ("worker", "device"))
+    costs = item_costs({d: build_imagenet(**common, num_workers=0, decode=d)[0].dataset
+                        for d in ("worker", "device")}, items, rounds)
+    w, d = costs["worker"], costs["device"]
     print(f"\none worker, per training item (1 thread, median of {rounds}): decode=worker "
           f"{w * 1e3:.2f} ms (read, decode, crop, flip, jitter, lighting α) = {1 / w:,.0f} "
           f"items/s; decode=device {d * 1e3:.2f} ms (read, JPEG header, draws) = {1 / d:,.0f} "

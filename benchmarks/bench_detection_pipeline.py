@@ -33,10 +33,11 @@ import platform
 import sys
 import time
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import item_costs  # noqa: E402
 
 from ablate.data.detection_loader import RandomShapes, build_detection_loaders  # noqa: E402
 from ablate.data.detection_rcnn import build_rcnn_loaders  # noqa: E402
@@ -97,26 +98,13 @@ def item_cost(dataset, args) -> None:
     names = ["decode"] + [n for n in PIPELINES if n in args.only]
     sources = {"decode": dataset}
     sources.update({n: build_train_dataset(dataset, PIPELINES[n], args) for n in names[1:]})
+    costs = item_costs(sources, args.items, args.rounds)
     n = min(args.items, len(dataset))
-    times: dict[str, list[float]] = {k: [] for k in names}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for _ in range(args.rounds):
-            for name in names:
-                ds = sources[name]
-                t = time.perf_counter()
-                for i in range(n):
-                    ds[i]
-                times[name].append((time.perf_counter() - t) / n)
-    finally:
-        torch.set_num_threads(threads)
     print(f"one worker, per training item (1 thread, {n} items, median of {args.rounds})\n")
     print("| pipeline | ms / item | items/s |")
     print("|---|---:|---:|")
     for name in names:
-        t = float(np.median(times[name]))
-        print(f"| {name} | {t * 1e3:.2f} | {1 / t:,.0f} |")
+        print(f"| {name} | {costs[name] * 1e3:.2f} | {1 / costs[name]:,.0f} |")
 
 
 def main() -> None:
