@@ -398,7 +398,7 @@ def mix_pair(image1: torch.Tensor, target1: dict[str, Any], image2: torch.Tensor
     h, w = max(h1, h2), max(w1, w2)
     # the canvas takes image 1's layout (decoded images are HWC-strided views): the products
     # then stream through memory in order; the values do not depend on the layout
-    hwc = image1.dim() == 3 and image1.stride(0) == 1 and image1.shape[0] > 1
+    hwc = image1.stride(0) == 1
     canvas = torch.zeros(h, w, 3).permute(2, 0, 1) if hwc else torch.zeros(3, h, w)
     torch.mul(image1, lam, out=canvas[:, :h1, :w1])  # float32 products, written in place
     canvas[:, :h2, :w2].add_(torch.mul(image2, 1 - lam))

@@ -193,7 +193,6 @@ def test_mix_pair_canvas_pixels_weights_and_boxes():
     assert even["weights"].tolist() == [1.0, 1.0, 1.0]
 
 
-
 def test_layout_of_the_decoded_image_does_not_change_a_value():
     # decoded images are HWC-strided [3, H, W] views; colour and mixup pick their own layout
     g = torch.Generator().manual_seed(3)
