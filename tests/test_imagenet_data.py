@@ -13,9 +13,10 @@ from PIL import Image
 
 from ablate.config import compose
 from ablate.data import imagenet
+from ablate.data.encoded import jpeg_size, unpack
 from ablate.data.imagenet import (TrainTransform, build_imagenet, check_imagenet, collate_encoded,
-                                  decode_rgb, find_classes, jitter_batch, jpeg_size, unpack,
-                                  lighting_offset, normalize)
+                                  decode_rgb, find_classes, jitter_batch, lighting_offset,
+                                  normalize)
 from ablate.errors import AblateError
 from ablate.registry import DATASETS
 

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ablate.data.detection_transforms import (IMAGENET_MEAN, IMAGENET_STD, eval_resize,
-                                              mix_pair, plain_resize, yolo_augment)
+from ablate.data.detection_transforms import (IMAGENET_MEAN, IMAGENET_STD, YoloAugment,
+                                              eval_resize, mix_pair, plain_resize)
 from ablate.errors import AblateError
 
 SampleTransform = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
@@ -392,7 +392,7 @@ def build_detection_loaders(train_dataset: Dataset, eval_dataset: Dataset | None
         if mixup["epochs"] is None:
             raise AblateError("mixup needs the number of training epochs (epochs=...)")
     fill = tuple(round(255 * m) for m in mean)
-    transform = functools.partial(yolo_augment, mean_pixel=fill) if augment else plain_resize
+    transform = YoloAugment(mean_pixel=fill) if augment else plain_resize
     common = dict(mean=mean, std=std, rank=rank, world_size=world_size, seed=seed,
                   num_workers=num_workers, device=device, channels_last=channels_last,
                   persistent_workers=persistent_workers)

@@ -29,7 +29,8 @@ from torch.utils.data import Dataset
 
 from ablate.data.detection_loader import (DetectionLoader, DetectionTrainDataset,
                                           collate_detection)
-from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD, resize_image
+from ablate.data.detection_transforms import (IMAGENET_MEAN, IMAGENET_STD, SampleTransform,
+                                              resize_image)
 from ablate.errors import AblateError
 
 SIZE_DIVISIBLE = 32  # torchvision's padding multiple (a stride-32 FPN level lines up)
@@ -44,39 +45,65 @@ def rcnn_size(height: int, width: int, short: int, max_side: int) -> tuple[int, 
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+class RcnnResize(SampleTransform):
+    """Resize (``rcnn_size``) and, with ``flip``, flip horizontally with probability 0.5
+    (x1' = w − x2, x2' = w − x1); called with ``out_size=(short, max_side)``; the flip draws
+    from ``generator`` (else the global RNG)."""
+
+    def __init__(self, flip: bool = False) -> None:
+        self.flip = bool(flip)
+
+    def draw(self, height: int, width: int, target: dict[str, Any], *,
+             out_size: Sequence[int], generator: torch.Generator | None = None
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+        short, max_side = (int(s) for s in out_size)
+        h, w = int(height), int(width)
+        nh, nw = rcnn_size(h, w, short, max_side)
+        scale = torch.tensor([nw / w, nh / h, nw / w, nh / h], dtype=torch.float32)
+        boxes = target["boxes"].float().reshape(-1, 4) * scale
+        flip = self.flip and float(torch.rand((), generator=generator)) < 0.5
+        if flip:
+            boxes = torch.stack([nw - boxes[:, 2], boxes[:, 1], nw - boxes[:, 0], boxes[:, 3]],
+                                1)
+        return {"size": (nh, nw), "flip": flip}, {**target, "boxes": boxes}
+
+    def apply(self, image: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        image = resize_image(image, params["size"], "bilinear")
+        return (image.flip(-1) if params["flip"] else image).contiguous()
+
+
+class RcnnEvalResize(RcnnResize):
+    """``RcnnResize`` without flip, keeping the original boxes (``orig_boxes``) for scoring."""
+
+    def __init__(self) -> None:
+        super().__init__(flip=False)
+
+    def draw(self, height: int, width: int, target: dict[str, Any], *,
+             out_size: Sequence[int], generator: torch.Generator | None = None
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+        params, out = super().draw(height, width, target, out_size=out_size)
+        out["orig_boxes"] = target["boxes"].float().reshape(-1, 4).clone()
+        return params, out
+
+
 def rcnn_resize(image: torch.Tensor, target: dict[str, Any], *, out_size: Sequence[int],
                 generator: torch.Generator | None = None, flip: bool = False
                 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Resize (``rcnn_size``) and, with ``flip``, flip horizontally with probability 0.5.
+    """``RcnnResize(flip)`` as a function.
 
     Args:
         image: uint8 ``[3, H, W]`` (a float 0–255 mixup canvas is rounded).
         target: dataset target (float xyxy ``boxes`` in pixels).
         out_size: ``(short, max_side)``.
         generator: the flip draw's generator (else the global RNG).
-        flip: draw the horizontal flip (x1' = w − x2, x2' = w − x1).
+        flip: draw the horizontal flip.
     Returns:
         ``(uint8 [3, h, w], target)`` with boxes in the new pixels.
     """
-    short, max_side = (int(s) for s in out_size)
-    h, w = image.shape[-2:]
-    nh, nw = rcnn_size(h, w, short, max_side)
-    image = resize_image(image, (nh, nw), "bilinear")
-    scale = torch.tensor([nw / w, nh / h, nw / w, nh / h], dtype=torch.float32)
-    boxes = target["boxes"].float().reshape(-1, 4) * scale
-    if flip and float(torch.rand((), generator=generator)) < 0.5:
-        image = image.flip(-1)
-        boxes = torch.stack([nw - boxes[:, 2], boxes[:, 1], nw - boxes[:, 0], boxes[:, 3]], 1)
-    return image.contiguous(), {**target, "boxes": boxes}
+    return RcnnResize(flip)(image, target, out_size=out_size, generator=generator)
 
 
-def rcnn_eval_resize(image: torch.Tensor, target: dict[str, Any], *, out_size: Sequence[int],
-                     generator: torch.Generator | None = None
-                     ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """``rcnn_resize`` without flip, keeping the original boxes (``orig_boxes``) for scoring."""
-    image_out, out = rcnn_resize(image, target, out_size=out_size)
-    out["orig_boxes"] = target["boxes"].float().reshape(-1, 4).clone()
-    return image_out, out
+rcnn_eval_resize = RcnnEvalResize()
 
 
 def collate_padded(samples: Sequence[tuple[torch.Tensor, dict[str, Any]]], with_gt: bool = False,
@@ -139,7 +166,7 @@ def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = No
     common = dict(mean=mean, std=std, rank=rank, world_size=world_size, seed=seed,
                   num_workers=num_workers, device=device, channels_last=channels_last,
                   persistent_workers=persistent_workers, collate=collate)
-    transform = functools.partial(rcnn_resize, flip=bool(augment))
+    transform = RcnnResize(flip=bool(augment))
     train = DetectionLoader(
         DetectionTrainDataset(train_dataset, transform, tuple(scale), mixup=mixup, seed=seed),
         batch_size, train=True, **common)

@@ -123,33 +123,38 @@ def _resize_target(target: dict[str, Any], old: tuple[int, int], new: tuple[int,
     return {**target, "boxes": target["boxes"].float() * num / den}
 
 
-def color_distort(image: torch.Tensor, *, brightness_delta: float = 32.0,
-                  contrast: tuple[float, float] = (0.5, 1.5),
-                  saturation: tuple[float, float] = (0.5, 1.5), hue_delta: float = 18.0,
-                  p: float = 0.5) -> torch.Tensor:
-    """SSD/GluonCV photometric distortion (``random_color_distort``), global RNG.
-
-    Each step is applied with probability ``p``: brightness + U(−δ, δ) (0–255 units), then
-    either contrast → saturation → hue or saturation → hue → contrast (random order, p 0.5).
-    Contrast blends with the mean grey level, saturation with the grey image, by a factor
-    U(lo, hi); hue rotates the chroma plane of YIQ by U(−hue_delta, hue_delta) degrees (GluonCV's
-    intent: its code multiplies the degree draw by π). Values are clamped to 0–255 after each
-    step. (v2.RandomPhotometricDistort scales brightness and permutes channels: not used.)
-
-    Args:
-        image: uint8 ``[3, H, W]``.
-    Returns:
-        uint8 ``[3, H, W]``.
-    """
-    # contiguous float32 whatever the input layout (decoded images are HWC-strided): the grey
-    # and hue contractions over channels run ~3x faster on planes than on interleaved pixels
-    x = image.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+def draw_color(*, brightness_delta: float = 32.0, contrast: tuple[float, float] = (0.5, 1.5),
+               saturation: tuple[float, float] = (0.5, 1.5), hue_delta: float = 18.0,
+               p: float = 0.5) -> list[tuple[str, float]]:
+    """``color_distort``'s draws (global RNG): the steps it applies, in order, with their
+    factors, e.g. ``[("brightness", 12.5), ("saturation", 1.2), ("hue", -3.0)]``."""
 
     def draw(lo: float, hi: float) -> float:
         return lo + (hi - lo) * float(torch.rand(()))
 
+    ranges = {"contrast": contrast, "saturation": saturation,
+              "hue": (-hue_delta, hue_delta)}
+    ops = []
+    if float(torch.rand(())) < p:
+        ops.append(("brightness", draw(-brightness_delta, brightness_delta)))
+    order = ["contrast", "saturation", "hue"]
+    if float(torch.rand(())) >= 0.5:
+        order = ["saturation", "hue", "contrast"]
+    for name in order:
+        if float(torch.rand(())) < p:
+            ops.append((name, draw(*ranges[name])))
+    return ops
+
+
+def apply_color(image: torch.Tensor, ops: Sequence[tuple[str, float]]) -> torch.Tensor:
+    """Apply ``draw_color``'s steps to uint8 ``[3, H, W]`` on its device; uint8 out."""
+    # contiguous float32 whatever the input layout (decoded images are HWC-strided): the grey
+    # and hue contractions over channels run ~3x faster on planes than on interleaved pixels
+    x = image.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    weights = _GREY.to(x.device, non_blocking=True)
+
     def grey(x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("c,chw->hw", _GREY, x)[None]
+        return torch.einsum("c,chw->hw", weights, x)[None]
 
     def blend(x: torch.Tensor, other: torch.Tensor, a: float) -> torch.Tensor:
         # x·a + other·(1 − a), each product rounded to float32 before the sum; in place
@@ -159,22 +164,39 @@ def color_distort(image: torch.Tensor, *, brightness_delta: float = 32.0,
     def hue(x: torch.Tensor, deg: float) -> torch.Tensor:
         c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
         rot = torch.tensor([[1.0, 0, 0], [0, c, -s], [0, s, c]])
-        t = _YIQ_INV @ rot @ _YIQ
+        t = (_YIQ_INV @ rot @ _YIQ).to(x.device, non_blocking=True)
         return torch.einsum("dc,chw->dhw", t, x).clamp_(0, 255)
 
-    steps = {"contrast": lambda x, a: blend(x, grey(x).mean(), a),
-             "saturation": lambda x, a: blend(x, grey(x), a), "hue": hue}
-    ranges = {"contrast": contrast, "saturation": saturation,
-              "hue": (-hue_delta, hue_delta)}
-    if float(torch.rand(())) < p:
-        x.add_(draw(-brightness_delta, brightness_delta)).clamp_(0, 255)
-    order = ["contrast", "saturation", "hue"]
-    if float(torch.rand(())) >= 0.5:
-        order = ["saturation", "hue", "contrast"]
-    for name in order:
-        if float(torch.rand(())) < p:
-            x = steps[name](x, draw(*ranges[name]))
+    for name, a in ops:
+        if name == "brightness":
+            x.add_(a).clamp_(0, 255)
+        elif name == "contrast":
+            x = blend(x, grey(x).mean(), a)
+        elif name == "saturation":
+            x = blend(x, grey(x), a)
+        else:
+            x = hue(x, a)
     return x.round_().to(torch.uint8)
+
+
+def color_distort(image: torch.Tensor, **options: Any) -> torch.Tensor:
+    """SSD/GluonCV photometric distortion (``random_color_distort``), global RNG.
+
+    Each step is applied with probability ``p``: brightness + U(−δ, δ) (0–255 units), then
+    either contrast → saturation → hue or saturation → hue → contrast (random order, p 0.5).
+    Contrast blends with the mean grey level, saturation with the grey image, by a factor
+    U(lo, hi); hue rotates the chroma plane of YIQ by U(−hue_delta, hue_delta) degrees (GluonCV's
+    intent: its code multiplies the degree draw by π). Values are clamped to 0–255 after each
+    step. (v2.RandomPhotometricDistort scales brightness and permutes channels: not used.)
+    ``draw_color`` then ``apply_color``.
+
+    Args:
+        image: uint8 ``[3, H, W]``.
+        options: ``draw_color``'s (brightness_delta, contrast, saturation, hue_delta, p).
+    Returns:
+        uint8 ``[3, H, W]``.
+    """
+    return apply_color(image, draw_color(**options))
 
 
 def sample_min_iou_crop(boxes: torch.Tensor, height: int, width: int, *, trials: int = 50,
@@ -285,11 +307,34 @@ def canvas_window(image: torch.Tensor, fill: torch.Tensor, place: tuple[int, int
     return out
 
 
-def yolo_augment(image: torch.Tensor, target: dict[str, Any], *, out_size: int,
-                 generator: torch.Generator | None = None, color: bool = True,
-                 expand: bool = True, crop: bool = True, flip: bool = True,
-                 mean_pixel: Sequence[float] = MEAN_PIXEL
+class SampleTransform:
+    """A per-sample transform in two halves: ``draw`` (the random parameters and the new target,
+    from the image size alone: a worker can run it without decoding) and ``apply`` (the pixels,
+    on any device). Calling it runs both: ``f(image, target, out_size=…, generator=…)``."""
+
+    def draw(self, height: int, width: int, target: dict[str, Any], *,
+             out_size: Any, generator: torch.Generator | None = None
+             ) -> tuple[Any, dict[str, Any]]:
+        raise NotImplementedError
+
+    def apply(self, image: torch.Tensor, params: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def output_size(params: Any) -> tuple[int, int]:
+        """(h, w) of ``apply``'s output for ``params``."""
+        return tuple(params["size"])
+
+    def __call__(self, image: torch.Tensor, target: dict[str, Any], *, out_size: Any,
+                 generator: torch.Generator | None = None
                  ) -> tuple[torch.Tensor, dict[str, Any]]:
+        image = _as_uint8(image)
+        params, target = self.draw(*image.shape[-2:], target, out_size=out_size,
+                                   generator=generator)
+        return self.apply(image, params), target
+
+
+class YoloAugment(SampleTransform):
     """YOLOv3 training augmentation (TRICKS.md "Data augmentation"), boxes following each step.
 
     Steps: ``color_distort``; expand (``zoom_out_params``: p 0.5, side ratio U(1, 4), fill
@@ -300,82 +345,160 @@ def yolo_augment(image: torch.Tensor, target: dict[str, Any], *, out_size: int,
     building the expanded canvas.
 
     Args:
+        color, expand, crop, flip: switch single steps off (tests, ablations).
+        mean_pixel: expand fill, 0–255 RGB (the dataset mean pixel).
+    """
+
+    def __init__(self, *, color: bool = True, expand: bool = True, crop: bool = True,
+                 flip: bool = True, mean_pixel: Sequence[float] = MEAN_PIXEL) -> None:
+        self.color, self.expand, self.crop, self.flip = color, expand, crop, flip
+        self.fill = tuple(int(torch.tensor(float(v)).to(torch.uint8)) for v in mean_pixel)
+
+    def draw(self, height: int, width: int, target: dict[str, Any], *, out_size: int,
+             generator: torch.Generator | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Every draw, in the order the steps make them; the boxes follow.
+
+        Returns:
+            ``(params, target)``: ``params`` holds ``color`` (``draw_color``'s steps),
+            ``place`` (the image's corner on the expanded canvas), ``window`` (top, left, h, w
+            of the canvas kept), ``mode``, ``flip`` and ``size``; ``target`` has float32 xyxy
+            ``boxes`` in output pixels.
+        """
+        size = _size(out_size)
+        h, w = int(height), int(width)
+        with global_rng_from(generator):
+            ops = draw_color() if self.color else []
+            boxes = target["boxes"].float().reshape(-1, 4).clone()  # clamped to the image
+            boxes[:, 0::2].clamp_(min=0, max=w)
+            boxes[:, 1::2].clamp_(min=0, max=h)
+            place, canvas = (0, 0), (h, w)
+            zoom = zoom_out_params(h, w) if self.expand else None
+            if zoom is not None:  # inside the canvas by construction: v2's clamp is a no-op
+                place, canvas = zoom[:2], zoom[2:]
+                boxes = boxes + torch.tensor([zoom[1], zoom[0]] * 2, dtype=torch.float32)
+            target = {**target, "boxes": boxes}
+            window = (0, 0, *canvas)
+            if self.crop and len(boxes):
+                params = sample_min_iou_crop(boxes, *canvas)
+                if params is not None:
+                    window = params
+                    target = crop_target(target, *params)
+            mode = list(INTERPOLATIONS)[int(torch.randint(len(INTERPOLATIONS), (1,)))]
+            boxes = target["boxes"]
+            if window[2:] != size:  # v2's resize_bounding_boxes
+                boxes = boxes.mul(torch.tensor([size[1] / window[3], size[0] / window[2]] * 2))
+            flip = self.flip and float(torch.rand(())) < 0.5
+            if flip:  # v2's horizontal_flip_bounding_boxes
+                boxes = boxes.clone()
+                boxes[:, [2, 0]] = boxes[:, [0, 2]].sub_(size[1]).neg_()
+        boxes = boxes.float() + 0.0  # + 0.0: no -0.0 from the flip
+        params = {"color": ops, "place": place, "window": window, "mode": mode, "flip": flip,
+                  "size": size}
+        return params, {**target, "boxes": boxes}
+
+    def apply(self, image: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        """uint8 ``[3, H, W]`` → uint8 ``[3, S, S]`` (contiguous) on the image's device."""
+        image = _as_uint8(image)
+        if params["color"]:
+            image = apply_color(image, params["color"])
+        fill = torch.tensor(self.fill, dtype=image.dtype).to(image.device, non_blocking=True)
+        image = canvas_window(image, fill, params["place"], params["window"])
+        out = resize_image(image, params["size"], params["mode"])
+        if params["flip"]:
+            out = out.flip(-1)
+        return out.contiguous()
+
+
+def yolo_augment(image: torch.Tensor, target: dict[str, Any], *, out_size: int,
+                 generator: torch.Generator | None = None, color: bool = True,
+                 expand: bool = True, crop: bool = True, flip: bool = True,
+                 mean_pixel: Sequence[float] = MEAN_PIXEL
+                 ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``YoloAugment`` as a function.
+
+    Args:
         image: uint8 ``[3, H, W]`` (a float 0–255 mixup canvas is rounded first).
         target: dataset target; per-box tensors (``per_box_keys``) follow the kept boxes.
         out_size: square output side.
         generator: optional; see the module docstring (else the global RNG is used).
-        color, expand, crop, flip: switch single steps off (tests, ablations).
-        mean_pixel: expand fill, 0–255 RGB (the dataset mean pixel).
+        color, expand, crop, flip, mean_pixel: see ``YoloAugment``.
     Returns:
         ``(uint8 [3, S, S], target)`` with float32 xyxy ``boxes`` in output pixels.
     """
-    size = _size(out_size)
-    with global_rng_from(generator):
-        image = _as_uint8(image)
-        if color:
-            image = color_distort(image)
-        h, w = image.shape[-2:]
-        boxes = target["boxes"].float().reshape(-1, 4).clone()  # clamped to the image
-        boxes[:, 0::2].clamp_(min=0, max=w)
-        boxes[:, 1::2].clamp_(min=0, max=h)
-        place, canvas = (0, 0), (h, w)
-        zoom = zoom_out_params(h, w) if expand else None
-        if zoom is not None:  # inside the canvas by construction: v2's clamp changes nothing
-            place, canvas = zoom[:2], zoom[2:]
-            boxes = boxes + torch.tensor([zoom[1], zoom[0]] * 2, dtype=torch.float32)
-        target = {**target, "boxes": boxes}
-        window = (0, 0, *canvas)
-        if crop and len(boxes):
-            params = sample_min_iou_crop(boxes, *canvas)
-            if params is not None:
-                window = params
-                target = crop_target(target, *params)
-        fill = torch.tensor(list(mean_pixel)).to(image.dtype)  # v2's vector fill
-        image = canvas_window(image, fill, place, window)
-        mode = list(INTERPOLATIONS)[int(torch.randint(len(INTERPOLATIONS), (1,)))]
-        out = resize_image(image, size, mode)
-        boxes = target["boxes"]
-        if window[2:] != size:  # v2's resize_bounding_boxes
-            boxes = boxes.mul(torch.tensor([size[1] / window[3], size[0] / window[2]] * 2))
-        if flip and float(torch.rand(())) < 0.5:  # v2's horizontal_flip_bounding_boxes
-            out, boxes = out.flip(-1), boxes.clone()
-            boxes[:, [2, 0]] = boxes[:, [0, 2]].sub_(size[1]).neg_()
-    boxes = boxes.float() + 0.0  # + 0.0: no -0.0 from the flip
-    return out.contiguous(), {**target, "boxes": boxes}
+    return YoloAugment(color=color, expand=expand, crop=crop, flip=flip,
+                       mean_pixel=mean_pixel)(image, target, out_size=out_size,
+                                              generator=generator)
 
 
-def plain_resize(image: torch.Tensor, target: dict[str, Any], *, out_size: int,
-                 generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The "- data augmentation" transform: resize to ``out_size``², boxes scaled.
+class PlainResize(SampleTransform):
+    """The "- data augmentation" transform: resize to ``out_size``², boxes scaled by
+    ``(S/W, S/H)`` exactly.
 
     The resize is bilinear, antialiased when shrinking (``INTERPOLATIONS["area"]``, like
-    OpenCV's automatic choice of INTER_AREA for shrinking).
-
-    Args:
-        image: uint8 ``[3, H, W]``; target: dataset target.
-        out_size: square output side.
-        generator: ignored (same call signature as ``yolo_augment``).
-    Returns:
-        ``(uint8 [3, S, S], target)``; boxes scaled by ``(S/W, S/H)`` exactly.
+    OpenCV's automatic choice of INTER_AREA for shrinking). No randomness: ``generator`` is
+    ignored (the call signature of ``yolo_augment``).
     """
-    size = _size(out_size)
-    old = tuple(image.shape[-2:])
-    return resize_image(image, size), _resize_target(target, old, size)
+
+    def draw(self, height: int, width: int, target: dict[str, Any], *, out_size: int,
+             generator: torch.Generator | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        size = _size(out_size)
+        return {"size": size}, _resize_target(target, (int(height), int(width)), size)
+
+    def apply(self, image: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        return resize_image(image, params["size"])
 
 
-def eval_resize(image: torch.Tensor, target: dict[str, Any], *, out_size: int,
-                generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Evaluation input: ``plain_resize`` (no letterbox), keeping the original boxes.
+class EvalResize(PlainResize):
+    """Evaluation input: ``PlainResize`` (no letterbox), keeping the original boxes.
 
-    Returns:
-        ``(uint8 [3, S, S], target)`` with scaled ``boxes`` and ``orig_boxes`` (original image
-        coordinates); ``orig_size`` (H, W) maps detections back (x·W/S, y·H/S).
+    The target has scaled ``boxes`` and ``orig_boxes`` (original image coordinates);
+    ``orig_size`` (H, W) maps detections back (x·W/S, y·H/S).
     """
-    image_out, out = plain_resize(image, target, out_size=out_size)
-    out["orig_boxes"] = target["boxes"].float().reshape(-1, 4).clone()
-    return image_out, out
+
+    def draw(self, height: int, width: int, target: dict[str, Any], *, out_size: int,
+             generator: torch.Generator | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        params, out = super().draw(height, width, target, out_size=out_size)
+        out["orig_boxes"] = target["boxes"].float().reshape(-1, 4).clone()
+        return params, out
+
+
+plain_resize = PlainResize()
+eval_resize = EvalResize()
+
+
+def mix_images(image1: torch.Tensor, image2: torch.Tensor, lam: float) -> torch.Tensor:
+    """``mix_pair``'s pixels: uint8 ``[3, max H, max W]``, a zero canvas with image1·lam and
+    image2·(1 − lam) added at the top-left, rounded (on the images' device)."""
+    (h1, w1), (h2, w2) = image1.shape[-2:], image2.shape[-2:]
+    h, w = max(h1, h2), max(w1, w2)
+    # the canvas takes image 1's layout (decoded images are HWC-strided views): the products
+    # then stream through memory in order; the values do not depend on the layout
+    hwc = image1.stride(0) == 1
+    canvas = (torch.zeros(h, w, 3, device=image1.device).permute(2, 0, 1) if hwc
+              else torch.zeros(3, h, w, device=image1.device))
+    torch.mul(image1, lam, out=canvas[:, :h1, :w1])  # float32 products, written in place
+    canvas[:, :h2, :w2].add_(torch.mul(image2, 1 - lam))
+    return canvas.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def mix_targets(target1: dict[str, Any], target2: dict[str, Any], lam: float,
+                size: tuple[int, int], *, weighted: bool = True) -> dict[str, Any]:
+    """``mix_pair``'s target for a canvas of ``size`` (h, w)."""
+    out = {k: v for k, v in target1.items()}
+    keys2 = per_box_keys(target2)
+    for k in per_box_keys(target1):
+        if k not in keys2 or k == "weights":
+            del out[k]  # a column only one image has cannot follow the union of boxes
+    keys = [k for k in per_box_keys(target1) if k in keys2 and k != "weights"]
+    for k in ["boxes"] + keys:
+        out[k] = torch.cat([target1[k], target2[k].to(target1[k].dtype)])
+    parts = []
+    for t, f in ((target1, lam), (target2, 1 - lam)):
+        base = t.get("weights", torch.ones(len(t["boxes"])))
+        parts.append(base.float() * (float(f) if weighted else 1.0))
+    out.update(weights=torch.cat(parts), orig_size=(int(size[0]), int(size[1])),
+               mixed_with=target2.get("image_id"), mix_lambda=float(lam))
+    return out
 
 
 def mix_pair(image1: torch.Tensor, target1: dict[str, Any], image2: torch.Tensor,
@@ -389,31 +512,10 @@ def mix_pair(image1: torch.Tensor, target1: dict[str, Any], image2: torch.Tensor
         lam: blend factor of image 1 (image 2 gets 1 − lam).
         weighted: box weights lam / 1 − lam (else 1.0 for all: the "0.5:0.5 unweighted" row).
     Returns:
-        ``(uint8 [3, max H, max W], target)``: a zero canvas with image1·lam and
-        image2·(1 − lam) added at the top-left, rounded; the boxes (and every per-box column)
-        of both, image 1's first; ``weights`` multiplies any existing weights; ``orig_size`` is
-        the canvas size, ``mixed_with`` image 2's id and ``mix_lambda`` lam.
+        ``(uint8 [3, max H, max W], target)``: ``mix_images``' canvas; the boxes (and every
+        per-box column) of both, image 1's first; ``weights`` multiplies any existing weights;
+        ``orig_size`` is the canvas size, ``mixed_with`` image 2's id and ``mix_lambda`` lam.
     """
-    (h1, w1), (h2, w2) = image1.shape[-2:], image2.shape[-2:]
-    h, w = max(h1, h2), max(w1, w2)
-    # the canvas takes image 1's layout (decoded images are HWC-strided views): the products
-    # then stream through memory in order; the values do not depend on the layout
-    hwc = image1.stride(0) == 1
-    canvas = torch.zeros(h, w, 3).permute(2, 0, 1) if hwc else torch.zeros(3, h, w)
-    torch.mul(image1, lam, out=canvas[:, :h1, :w1])  # float32 products, written in place
-    canvas[:, :h2, :w2].add_(torch.mul(image2, 1 - lam))
-    out = {k: v for k, v in target1.items()}
-    keys2 = per_box_keys(target2)
-    for k in per_box_keys(target1):
-        if k not in keys2 or k == "weights":
-            del out[k]  # a column only one image has cannot follow the union of boxes
-    keys = [k for k in per_box_keys(target1) if k in keys2 and k != "weights"]
-    for k in ["boxes"] + keys:
-        out[k] = torch.cat([target1[k], target2[k].to(target1[k].dtype)])
-    parts = []
-    for t, f in ((target1, lam), (target2, 1 - lam)):
-        base = t.get("weights", torch.ones(len(t["boxes"])))
-        parts.append(base.float() * (float(f) if weighted else 1.0))
-    out.update(weights=torch.cat(parts), orig_size=(h, w), mixed_with=target2.get("image_id"),
-               mix_lambda=float(lam))
-    return canvas.round_().clamp_(0, 255).to(torch.uint8), out
+    image = mix_images(image1, image2, lam)
+    return image, mix_targets(target1, target2, lam, tuple(image.shape[-2:]),
+                              weighted=weighted)

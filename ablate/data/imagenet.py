@@ -53,10 +53,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
+from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
 from ablate.data.detection_common import first_missing, missing_path_error
+from ablate.data.encoded import decode_batch, decode_mode, pack, read_encoded, unpack
 from ablate.data.detection_loader import SharedEpoch, item_generator
 from ablate.data.detection_transforms import global_rng_from
 from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -171,44 +172,6 @@ def decode_rgb(path: str) -> torch.Tensor:
     except OSError as e:
         raise AblateError(f"cannot decode image {path}: {e}") from e
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
-
-
-_SOF_SEQUENTIAL = (0xC0, 0xC1)  # baseline and extended sequential Huffman JPEGs
-_NO_LENGTH = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7 carry no length field
-
-
-def jpeg_size(data: torch.Tensor | bytes) -> tuple[int, int] | None:
-    """``(height, width)`` of a sequential three-component (colour) JPEG from its header, or None
-    for anything else (PNG, progressive, grey, CMYK, truncated), without decoding.
-
-    Args:
-        data: the file's bytes (a uint8 tensor as ``read_file`` returns, or bytes).
-    """
-    buf = memoryview(data.numpy() if isinstance(data, torch.Tensor) else data).cast("B")
-    if len(buf) < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
-        return None
-    i = 2
-    while i + 4 <= len(buf):
-        if buf[i] != 0xFF:
-            return None
-        marker = buf[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in _NO_LENGTH:
-            i += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
-            return None
-        length = (buf[i + 2] << 8) | buf[i + 3]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
-            if (marker not in _SOF_SEQUENTIAL or i + 10 > len(buf) or buf[i + 4] != 8
-                    or buf[i + 9] != 3):  # 8-bit samples, three components
-                return None
-            h, w = (buf[i + 5] << 8) | buf[i + 6], (buf[i + 7] << 8) | buf[i + 8]
-            return (h, w) if h and w else None
-        i += 2 + length
-    return None
 
 
 def _size_only(height: int, width: int) -> torch.Tensor:
@@ -378,7 +341,7 @@ class ImageFolderSplit(Dataset):
         subset: keep ``interleaved_first(labels, subset)``.
         seed: base seed of the per-item generators.
         decode: ``"worker"``, or ``"device"``: items are ``(bytes or pixels, label, offset,
-            params)`` — the file's bytes (uint8 ``[N]``) where ``jpeg_size`` reads its size,
+            params)`` — the file's bytes (uint8 ``[N]``) where ``encoded.jpeg_size`` reads its size,
             else the decoded uint8 ``[3, H, W]``, and ``transform.draw``'s parameters — for
             the loader to decode and transform on its device.
     """
@@ -401,7 +364,7 @@ class ImageFolderSplit(Dataset):
         self.labels = labels[keep]
         self.classes = tuple(classes)
         self.transform, self.random, self.lighting = transform, random, float(lighting)
-        self.seed, self.decode = seed, _decode_mode(decode)
+        self.seed, self.decode = seed, decode_mode(decode, "ImageNet")
         self._epoch = SharedEpoch()
 
     def set_epoch(self, epoch: int) -> None:
@@ -430,15 +393,8 @@ class ImageFolderSplit(Dataset):
             if self.lighting else None
 
     def _encoded_item(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor | None, Any]:
-        path, label = self.path(i), int(self.labels[i])
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*image decoding and encoding",
-                                    category=DeprecationWarning)
-            data = read_file(path)
-        size = jpeg_size(data)
-        if size is None:  # not for the device decoder: decode here
-            data = decode_rgb(path)
-            size = tuple(data.shape[-2:])
+        data, size = read_encoded(self.path(i), decode_rgb)
+        label = int(self.labels[i])
         if not (self.random or self.lighting):
             return data, label, None, self.transform.draw(*size)
         g = item_generator(self.seed, self._epoch.get(), i)
@@ -465,37 +421,12 @@ def collate_encoded(samples: Sequence[tuple]) -> dict[str, Any]:
     crosses the worker queue as one shared-memory block rather than one per image.
     """
     data, labels, offsets, params = zip(*samples)
-    batch = {"data": torch.cat([d.reshape(-1) for d in data]),
-             "shapes": [tuple(d.shape) for d in data], "params": list(params),
+    flat, shapes = pack(data)
+    batch = {"data": flat, "shapes": shapes, "params": list(params),
              "label": torch.tensor(labels, dtype=torch.int64)}
     if offsets[0] is not None:
         batch["lighting"] = torch.stack(offsets)
     return batch
-
-
-def unpack(data: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
-    """Split ``collate_encoded``'s buffer back into the items' tensors (views)."""
-    parts = torch.split(data, [int(np.prod(s)) for s in shapes])
-    return [p.view(s) for p, s in zip(parts, shapes)]
-
-
-def decode_batch(data: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """Decode the encoded JPEGs (uint8 ``[N]``) of ``data`` on ``device`` in one call; pixels
-    (uint8 ``[3, H, W]``, decoded by a worker) are copied there. Returns RGB uint8 images."""
-    out: list[torch.Tensor | None] = [None] * len(data)
-    jpegs = [k for k, d in enumerate(data) if d.dim() == 1]
-    if jpegs:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*image decoding and encoding",
-                                    category=DeprecationWarning)
-            images = decode_jpeg([data[k] for k in jpegs], mode=ImageReadMode.RGB,
-                                 device=device)
-        for k, image in zip(jpegs, images):
-            out[k] = image
-    for k, d in enumerate(data):
-        if out[k] is None:
-            out[k] = d.to(device, non_blocking=True)
-    return out  # type: ignore[return-value]
 
 
 class ImageFolderLoader:
@@ -569,16 +500,6 @@ class ImageFolderLoader:
 
 # --- the data source -------------------------------------------------------------------------
 
-DECODE_MODES = ("worker", "device")
-
-
-def _decode_mode(decode: Any) -> str:
-    if decode not in DECODE_MODES:
-        raise AblateError(f"ImageNet: data.decode must be one of {', '.join(DECODE_MODES)}; "
-                          f"got {decode!r}")
-    return decode
-
-
 def _sizes(train_size: Any, eval_size: Any, eval_resize: Any) -> tuple[int, int, int]:
     try:
         sizes = tuple(int(s) for s in (train_size, eval_size, eval_resize))
@@ -619,7 +540,7 @@ def build_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
         ``(train_loader, eval_loader)``.
     """
     train_size, eval_size, eval_resize = _sizes(train_size, eval_size, eval_resize)
-    decode = _decode_mode(decode)
+    decode = decode_mode(decode, "ImageNet")
     classes = find_classes(root, train_dir, val_dir, num_classes)
     train = ImageFolderSplit(Path(root) / train_dir, classes,
                              transform=TrainTransform(train_size, scale=crop_scale, flip=flip,
@@ -651,6 +572,6 @@ def check_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
     classes not train's, their number not ``num_classes``, bad sizes or decode mode (no image
     is read)."""
     _sizes(train_size, eval_size, eval_resize)
-    _decode_mode(decode)
+    decode_mode(decode, "ImageNet")
     find_classes(root, train_dir, val_dir, num_classes)
 
