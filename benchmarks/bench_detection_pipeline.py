@@ -14,15 +14,20 @@ includes worker start-up, reported separately), for three pipelines:
   longer ≤ ``--max-side``, flip p 0.5, zero-padded batches);
 * ``rcnn flip+mixup``: with visually coherent mixup before the resize;
 
-each with 0, 1 and 2 DataLoader workers. Prints a Markdown table.
+each with 0, 1 and 2 DataLoader workers and each ``--decode`` mode (``device``: the workers
+read the files and draw, ``--device`` decodes, mixes and augments). Prints a Markdown table.
 
 ``--item-cost`` instead times what one worker does per training item (1 thread, the loader's
 own dataset indexed in the main process, pipelines alternated, median of ``--rounds``): the
-bare read + decode, then each pipeline. ``--min-size``/``--max-size`` set the scenes' side range
-(375 500 stands in for Pascal VOC's photos).
+bare read + decode, then each pipeline. With ``--decode device`` also each pipeline's
+``data.decode=device`` halves: the worker's (read the files, draw) and the training process's
+on ``--device`` (``DetectionLoader.decode_on_device``: decode, mix, augment, pad; per item of a
+batch of ``--batch-size``, synchronised, all threads). ``--min-size``/``--max-size`` set the
+scenes' side range (375 500 stands in for Pascal VOC's photos).
 Usage: ``python benchmarks/bench_detection_pipeline.py [--size 416] [--short 600]
 [--max-side 1000] [--batch-size 16] [--batches 30] [--workers 0 1 2] [--cache-dir data_cache]
-[--min-size 96 --max-size 192] [--item-cost [--items 200 --rounds 3]]``.
+[--min-size 96 --max-size 192] [--item-cost [--items 200 --rounds 3] [--decode worker device]
+[--device cuda]]``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -54,57 +60,97 @@ PIPELINES = {
 }
 
 
-def time_loader(dataset, pipeline: dict, workers: int, args) -> tuple[float, float]:
+def time_loader(dataset, pipeline: dict, workers: int, args, decode: str = "worker"
+                ) -> tuple[float, float]:
     """Return (first batch seconds, images/s over the following ``args.batches`` batches)."""
     pipeline = dict(pipeline)
+    common = dict(batch_size=args.batch_size, num_workers=workers, seed=0, decode=decode,
+                  device=args.device)
     if pipeline.pop("rcnn", False):
-        train, _ = build_rcnn_loaders(dataset, None, batch_size=args.batch_size,
-                                      scale=(args.short, args.max_side), num_workers=workers,
-                                      seed=0, **pipeline)
+        train, _ = build_rcnn_loaders(dataset, None, scale=(args.short, args.max_side),
+                                      **common, **pipeline)
     else:
-        train, _ = build_detection_loaders(dataset, None, batch_size=args.batch_size,
-                                           train_size=args.size, num_workers=workers, seed=0,
+        train, _ = build_detection_loaders(dataset, None, train_size=args.size, **common,
                                            **pipeline)
     train.set_epoch(0)
+    cuda = train.device.type == "cuda"
     it = iter(train)
     t0 = time.perf_counter()
     next(it)
+    if cuda:
+        torch.cuda.synchronize()
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
     n = 0
     for _ in range(args.batches):
         batch = next(it)
         n += len(batch["image"])
+    if cuda:
+        torch.cuda.synchronize()
     return first, n / (time.perf_counter() - t0)
 
 
-def build_train_dataset(dataset, pipeline: dict, args):
-    """The training loader's dataset (what a worker indexes) for one pipeline, epoch 0."""
+def build_train_loader(dataset, pipeline: dict, args, decode: str = "worker",
+                       device: str = "cpu"):
+    """The training loader (no workers) for one pipeline, epoch 0."""
     pipeline = {k: v for k, v in pipeline.items() if k != "random_shapes"}  # batch-level
+    common = dict(batch_size=args.batch_size, num_workers=0, seed=0, decode=decode,
+                  device=device)
     if pipeline.pop("rcnn", False):
-        train, _ = build_rcnn_loaders(dataset, None, batch_size=args.batch_size,
-                                      scale=(args.short, args.max_side), num_workers=0, seed=0,
-                                      **pipeline)
+        train, _ = build_rcnn_loaders(dataset, None, scale=(args.short, args.max_side),
+                                      **common, **pipeline)
     else:
-        train, _ = build_detection_loaders(dataset, None, batch_size=args.batch_size,
-                                           train_size=args.size, num_workers=0, seed=0,
+        train, _ = build_detection_loaders(dataset, None, train_size=args.size, **common,
                                            **pipeline)
     train.set_epoch(0)
-    return train.dataset
+    return train
+
+
+def device_cost(loader, items: int, rounds: int) -> float:
+    """Median seconds per item of ``decode_on_device`` over encoded batches collated first."""
+    batches = []
+    for batch in loader.loader:
+        batches.append(batch)
+        if len(batches) * loader.loader.batch_size >= items:
+            break
+    cuda = loader.device.type == "cuda"
+    loader.decode_on_device(batches[0])  # warm-up (nvJPEG handles, kernels)
+    times = []
+    for _ in range(rounds):
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for batch in batches:
+            loader.decode_on_device(batch)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) / sum(len(b["items"]) for b in batches))
+    return statistics.median(times)
 
 
 def item_cost(dataset, args) -> None:
-    """Milliseconds per training item in one thread: decode alone, then each pipeline."""
-    names = ["decode"] + [n for n in PIPELINES if n in args.only]
+    """Milliseconds per training item in one thread: decode alone, then each pipeline (and its
+    decode=device halves)."""
+    chosen = [n for n in PIPELINES if n in args.only]
     sources = {"decode": dataset}
-    sources.update({n: build_train_dataset(dataset, PIPELINES[n], args) for n in names[1:]})
+    sources.update({n: build_train_loader(dataset, PIPELINES[n], args).dataset for n in chosen})
+    device = "device" in args.decode
+    if device:
+        sources.update({f"{n}, decode=device: worker": build_train_loader(
+            dataset, PIPELINES[n], args, "device").dataset for n in chosen})
     costs = item_costs(sources, args.items, args.rounds)
+    if device:
+        costs.update({f"{n}, decode=device: {args.device}": device_cost(
+            build_train_loader(dataset, PIPELINES[n], args, "device", args.device), args.items,
+            args.rounds) for n in chosen})
     n = min(args.items, len(dataset))
-    print(f"one worker, per training item (1 thread, {n} items, median of {args.rounds})\n")
+    print(f"one worker, per training item (1 thread, {n} items, median of {args.rounds}; the "
+          f"{args.device} side of decode=device with {torch.get_num_threads()} threads, batches "
+          f"of {args.batch_size})\n")
     print("| pipeline | ms / item | items/s |")
     print("|---|---:|---:|")
-    for name in names:
-        print(f"| {name} | {costs[name] * 1e3:.2f} | {1 / costs[name]:,.0f} |")
+    for name, cost in costs.items():
+        print(f"| {name} | {cost * 1e3:.2f} | {1 / cost:,.0f} |")
 
 
 def main() -> None:
@@ -123,6 +169,9 @@ def main() -> None:
                         help="per-item cost in one thread instead of loader throughput")
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--decode", nargs="+", choices=["worker", "device"], default=["worker"],
+                        help="data.decode modes (--item-cost: worker always, device adds its halves)")
+    parser.add_argument("--device", default="cpu", help="the decode=device side's device")
     args = parser.parse_args()
     t0 = time.perf_counter()
     root = fashion_scenes_root(args.cache_dir, min_size=args.min_size, max_size=args.max_size)
@@ -142,13 +191,14 @@ def main() -> None:
     for name, pipeline in PIPELINES.items():
         if name not in args.only:
             continue
-        for workers in args.workers:
-            first, rate = time_loader(dataset, pipeline, workers, args)
-            rows.append((name, workers, first, rate))
-    print("| pipeline | workers | first batch (s) | images/s |")
-    print("|---|---:|---:|---:|")
-    for name, workers, first, rate in rows:
-        print(f"| {name} | {workers} | {first:.2f} | {rate:.0f} |")
+        for decode in args.decode:
+            for workers in args.workers:
+                first, rate = time_loader(dataset, pipeline, workers, args, decode)
+                rows.append((name, decode, workers, first, rate))
+    print(f"| pipeline | decode | workers | first batch (s) | images/s ({args.device}) |")
+    print("|---|---|---:|---:|---:|")
+    for name, decode, workers, first, rate in rows:
+        print(f"| {name} | {decode} | {workers} | {first:.2f} | {rate:.0f} |")
 
 
 if __name__ == "__main__":

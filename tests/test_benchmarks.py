@@ -95,16 +95,23 @@ def test_bench_cls_pipeline():
 def test_bench_detection_pipeline(tmp_path):
     out = bench("bench_detection_pipeline.py", "--size", "64", "--short", "64", "--max-side", "96",
                 "--batch-size", "4", "--batches", "2", "--workers", "0", "--cache-dir",
-                str(tmp_path))
-    assert "mixup" in out
+                str(tmp_path), "--only", "augment+mixup+shapes", "rcnn flip",
+                "--decode", "worker", "device")
+    names = [tuple(r[:3]) for r in rows(out, "") if r[0] not in ("pipeline", "---")]
+    mixed = "augment+mixup+shapes"
+    assert names == [(mixed, "worker", "0"), (mixed, "device", "0"), ("rcnn flip", "worker", "0"),
+                     ("rcnn flip", "device", "0")]
 
 
 def test_bench_detection_pipeline_item_cost(tmp_path):
     out = bench("bench_detection_pipeline.py", "--item-cost", "--items", "4", "--rounds", "1",
                 "--size", "64", "--short", "64", "--max-side", "96", "--min-size", "48",
-                "--max-size", "64", "--only", "augment", "rcnn flip", "--cache-dir", str(tmp_path))
+                "--max-size", "64", "--only", "augment", "rcnn flip", "--cache-dir", str(tmp_path),
+                "--decode", "worker", "device")
     names = [r[0] for r in rows(out, "") if r[0] not in ("pipeline", "---")]
-    assert names == ["decode", "augment", "rcnn flip"]
+    assert names == ["decode", "augment", "rcnn flip", "augment, decode=device: worker",
+                     "rcnn flip, decode=device: worker", "augment, decode=device: cpu",
+                     "rcnn flip, decode=device: cpu"]
     assert all(float(r[1]) > 0 for r in rows(out, "") if r[0] in names)
 
 

@@ -1,6 +1,6 @@
 """The CUDA paths (skipped without a GPU): fp16 with dynamic loss scaling and bf16 runs through
-the worker on the GPU, channels_last, ImageNet's ``decode: device`` (nvJPEG) against the
-worker path, and the GPU benchmark's MFU figures. Run them on a GPU
+the worker on the GPU, channels_last, ImageNet's and the detection loaders' ``decode: device``
+(nvJPEG) against the worker path, and the GPU benchmark's MFU figures. Run them on a GPU
 machine with ``python -m pytest -q tests/test_cuda.py``."""
 
 import math
@@ -73,3 +73,39 @@ def test_imagenet_device_decode_on_the_gpu(tmp_path):
             assert b["image"].is_cuda and torch.equal(a["label"], b["label"].cpu())
             levels = ((a["image"] - b["image"].cpu()) * STD.view(1, 3, 1, 1) * 255).abs()
             assert levels.mean() < 2 and levels.quantile(0.99) < 8
+
+
+def test_detection_device_decode_on_the_gpu(tmp_path):
+    """The YOLO (augmentation, mixup, random shapes) and Faster R-CNN (flip, mixup, padding)
+    pipelines with ``decode: device`` on the GPU against the worker path on the CPU: the same
+    targets (drawn on the host), pixels within a level or two (nvJPEG, float resize kernels)."""
+    from ablate.data.detection_loader import RandomShapes, build_detection_loaders
+    from ablate.data.detection_rcnn import build_rcnn_loaders
+    from ablate.data.detection_transforms import IMAGENET_STD
+    from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
+
+    root = fashion_scenes_root(tmp_path, num_train=24, num_test=6)
+    train, test = (fashion_scenes_dataset(root, s) for s in ("train", "test"))
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+
+    def yolo(**kw):
+        return build_detection_loaders(
+            train, test, batch_size=4, train_size=128, eval_size=128, augment=True,
+            mixup={"off_last_epochs": 0}, epochs=1,
+            random_shapes=RandomShapes((96, 128), every=1, seed=3), **kw)
+
+    def rcnn(**kw):
+        return build_rcnn_loaders(train, test, batch_size=3, scale=(100, 160), augment=True,
+                                  mixup={"off_last_epochs": 0}, epochs=1, **kw)
+
+    for loaders in (yolo, rcnn):
+        want = [list(loader) for loader in loaders()]
+        got = [list(loader) for loader in loaders(decode="device", device="cuda")]
+        for w, g in zip(want, got):
+            assert len(w) == len(g)
+            for a, b in zip(w, g):
+                assert b["image"].is_cuda and a["image"].shape == b["image"].shape
+                for k in ("boxes", "labels", "weights"):
+                    assert torch.equal(a[k], b[k].cpu()), k
+                levels = ((a["image"] - b["image"].float().cpu()) * std).abs()
+                assert levels.mean() < 2 and levels.quantile(0.99) < 8

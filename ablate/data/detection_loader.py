@@ -23,13 +23,15 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from ablate.data.detection_transforms import (IMAGENET_MEAN, IMAGENET_STD, YoloAugment,
-                                              eval_resize, mix_pair, plain_resize)
+from ablate.data.detection_common import load_rgb
+from ablate.data.detection_transforms import (IMAGENET_MEAN, IMAGENET_STD, SampleTransform,
+                                              YoloAugment, eval_resize, mix_images, mix_pair,
+                                              mix_targets, plain_resize)
+from ablate.data.encoded import decode_batch, decode_mode, pack, read_encoded, unpack
 from ablate.errors import AblateError
 
-SampleTransform = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
 _MIX, _AUG, _SHAPES = 1, 2, 3  # RNG streams
 
 
@@ -106,12 +108,12 @@ class MixupDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        image, target = self.base[i]
-        target = with_weights(target)
-        epoch = self.epoch
+    def draw(self, i: int, epoch: int | None = None) -> tuple[float, int] | None:
+        """Item ``i``'s mixup in ``epoch`` (default: the current one): ``(lam, j)``, or None
+        when it stays unmixed."""
+        epoch = self.epoch if epoch is None else epoch
         if not self.active(epoch):
-            return image, target
+            return None
         g = item_generator(self.seed, epoch, i, _MIX)
         if self.mode == "even":
             lam = 0.5
@@ -120,12 +122,39 @@ class MixupDataset(Dataset):
                                       generator=g)  # Beta(a, b) = Ga / (Ga + Gb)
             lam = min(max(float(x[0] / x.sum()), 0.0), 1.0)
         if lam >= 1.0:
-            return image, target
+            return None
         j = int(torch.randint(len(self.base) - 1, (1,), generator=g))
-        j += int(j >= i)  # uniform over the other items
-        image2, target2 = self.base[j]
-        return mix_pair(image, target, image2, with_weights(target2), lam,
+        return lam, j + int(j >= i)  # uniform over the other items
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        image, target = self.base[i]
+        target = with_weights(target)
+        mix = self.draw(i)
+        if mix is None:
+            return image, target
+        image2, target2 = self.base[mix[1]]
+        return mix_pair(image, target, image2, with_weights(target2), mix[0],
                         weighted=self.mode == "beta")
+
+
+def image_file_source(dataset: Dataset, i: int) -> tuple[Any, int]:
+    """The dataset under any ``Subset`` wrappers and item ``i``'s index in it; it must read
+    image files (``image_path(i)``, ``get_target(i)``: VOC, COCO, FashionScenes)."""
+    while isinstance(dataset, Subset):
+        dataset, i = dataset.dataset, int(dataset.indices[i])
+    if not (hasattr(dataset, "image_path") and hasattr(dataset, "get_target")):
+        raise AblateError(f"data.decode=device reads the image files of the dataset, but "
+                          f"{type(dataset).__name__} has no image_path/get_target: use "
+                          f"data.decode=worker")
+    return dataset, i
+
+
+def read_item(dataset: Dataset, i: int) -> tuple[torch.Tensor, tuple[int, int], dict[str, Any]]:
+    """Item ``i`` undecoded: ``read_encoded``'s bytes (or pixels) and (H, W), and its target
+    (``orig_size`` the image's)."""
+    source, k = image_file_source(dataset, i)
+    data, size = read_encoded(source.image_path(k), load_rgb)
+    return data, size, {**source.get_target(k), "orig_size": size}
 
 
 class DetectionTrainDataset(Dataset):
@@ -134,15 +163,20 @@ class DetectionTrainDataset(Dataset):
     Args:
         base: a detection dataset.
         sample_transform: called as ``f(image, target, out_size=…, generator=g)`` with
-            ``g = item_generator(seed, epoch, index)`` (``yolo_augment``, ``plain_resize``;
+            ``g = item_generator(seed, epoch, index)`` (``YoloAugment``, ``plain_resize``;
             ``eval_resize`` makes this the evaluation dataset).
         out_size: square network input side.
         mixup: None, a ``MixupDataset`` wrapping ``base``, or a dict of its keyword arguments.
         seed: base seed of the per-item generators.
+        decode: ``"worker"``: items are ``(uint8 image, target)``; ``"device"``: items are
+            ``(EncodedItem, target)``, the image files' bytes and the transform's parameters
+            (``sample_transform`` must be a ``SampleTransform``; ``base`` must read image files)
+            for ``DetectionLoader`` to decode, mix and transform on its device.
     """
 
-    def __init__(self, base: Dataset, sample_transform: SampleTransform, out_size: int,
-                 mixup: MixupDataset | Mapping[str, Any] | None = None, seed: int = 0):
+    def __init__(self, base: Dataset, sample_transform: SampleTransform | Callable, out_size: Any,
+                 mixup: MixupDataset | Mapping[str, Any] | None = None, seed: int = 0,
+                 decode: str = "worker"):
         if isinstance(mixup, Mapping):
             try:
                 mixup = MixupDataset(base, **{"seed": seed, **mixup})
@@ -150,6 +184,13 @@ class DetectionTrainDataset(Dataset):
                 raise AblateError(f"mixup options {dict(mixup)}: {e}") from None
         if mixup is not None and mixup.base is not base:
             raise AblateError("DetectionTrainDataset: the MixupDataset must wrap `base`")
+        self.decode = decode_mode(decode, "detection")
+        if self.decode == "device":
+            if not isinstance(sample_transform, SampleTransform):
+                raise AblateError(f"data.decode=device needs a SampleTransform (draw + apply), "
+                                  f"got {sample_transform!r}")
+            if len(base):
+                image_file_source(base, 0)
         self.base, self.mixup, self.transform = base, mixup, sample_transform
         self.source = mixup if mixup is not None else base
         self.out_size, self.seed = out_size, seed
@@ -164,19 +205,58 @@ class DetectionTrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __getitem__(self, i: int) -> tuple[Any, dict[str, Any]]:
+        if self.decode == "device":
+            return self._encoded_item(i)
         image, target = self.source[i]
         g = item_generator(self.seed, self._epoch.get(), i, _AUG)
         return self.transform(image, with_weights(target), out_size=self.out_size, generator=g)
 
+    def _encoded_item(self, i: int) -> tuple[EncodedItem, dict[str, Any]]:
+        """The worker path's draws, in its order, without decoding: mixup, then the
+        transform's; the target is final, the pixels are left to ``EncodedItem.pixels``."""
+        epoch = self._epoch.get()
+        data, size, target = read_item(self.base, i)
+        target, item = with_weights(target), EncodedItem([data])
+        mix = self.mixup.draw(i, epoch) if self.mixup is not None else None
+        if mix is not None:
+            data2, size2, target2 = read_item(self.base, mix[1])
+            size = (max(size[0], size2[0]), max(size[1], size2[1]))
+            target = mix_targets(target, with_weights(target2), mix[0], size,
+                                 weighted=self.mixup.mode == "beta")
+            item = EncodedItem([data, data2], mix[0])
+        g = item_generator(self.seed, epoch, i, _AUG)
+        item.params, target = self.transform.draw(*size, target, out_size=self.out_size,
+                                                  generator=g)
+        return item, target
+
+
+class EncodedItem:
+    """A ``decode: device`` item: its image file (and its mixup partner's) as bytes or pixels
+    (``read_encoded``), the mixup ``lam`` (None: unmixed) and the transform's ``params``."""
+
+    def __init__(self, data: list[torch.Tensor], lam: float | None = None,
+                 params: Any = None) -> None:
+        self.data, self.lam, self.params = data, lam, params
+
+    def pixels(self, decoded: Sequence[torch.Tensor], transform: SampleTransform
+               ) -> torch.Tensor:
+        """The worker path's image from this item's ``decoded`` images, on their device."""
+        image = decoded[0] if self.lam is None else mix_images(decoded[0], decoded[1], self.lam)
+        return transform.apply(image, self.params)
+
 
 def collate_detection(samples: Sequence[tuple[torch.Tensor, dict[str, Any]]],
-                      with_gt: bool = False) -> dict[str, Any]:
-    """Stack equally sized samples and pad their boxes to the batch's maximum M (≥ 1).
+                      with_gt: bool = False, size_divisible: int | None = None
+                      ) -> dict[str, Any]:
+    """Stack the samples' images and pad their boxes to the batch's maximum M (≥ 1).
 
     Args:
-        samples: ``(uint8 [3, S, S], target)`` pairs.
+        samples: ``(uint8 [3, h, w], target)`` pairs, equally sized unless ``size_divisible``.
         with_gt: add ``gt`` (evaluation batches).
+        size_divisible: zero-pad the images (bottom, right) to the batch's largest size rounded
+            up to this multiple (torchvision's ``GeneralizedRCNNTransform.batch_images``) and
+            add ``image_sizes`` int64 [B, 2] (h, w unpadded).
     Returns:
         ``image`` uint8 [B, 3, S, S], ``boxes`` float [B, M, 4] (0 padding), ``labels`` int64
         [B, M] (−1), ``weights`` float [B, M] (0), ``difficult`` bool [B, M] (False),
@@ -185,11 +265,31 @@ def collate_detection(samples: Sequence[tuple[torch.Tensor, dict[str, Any]]],
         ``orig_boxes`` when the transform kept them), ``labels`` and ``difficult``.
     """
     images = [img for img, _ in samples]
-    targets = [t for _, t in samples]
+    batch = collate_targets([t for _, t in samples], with_gt)
+    if size_divisible is not None:
+        sizes = [tuple(img.shape[-2:]) for img in images]
+        images = pad_images(images, sizes, size_divisible)
+        batch["image_sizes"] = torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2)
     if len({tuple(img.shape) for img in images}) > 1:
         raise AblateError(f"collate_detection needs equally sized images, got "
                           f"{sorted({tuple(img.shape) for img in images})}")
-    b, m = len(samples), max([1] + [len(t["boxes"]) for t in targets])
+    batch["image"] = torch.stack(images)
+    return batch
+
+
+def pad_images(images: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]],
+               size_divisible: int) -> list[torch.Tensor]:
+    """``images`` (of ``sizes``) zero-padded at the bottom and right to the largest size
+    rounded up to a multiple of ``size_divisible``."""
+    d = int(size_divisible)
+    ph = -(-max(h for h, _ in sizes) // d) * d
+    pw = -(-max(w for _, w in sizes) // d) * d
+    return [F.pad(img, (0, pw - w, 0, ph - h)) for img, (h, w) in zip(images, sizes)]
+
+
+def collate_targets(targets: Sequence[dict[str, Any]], with_gt: bool = False) -> dict[str, Any]:
+    """``collate_detection``'s batch without ``image``."""
+    b, m = len(targets), max([1] + [len(t["boxes"]) for t in targets])
     boxes = torch.zeros(b, m, 4)
     labels = torch.full((b, m), -1, dtype=torch.int64)
     weights = torch.zeros(b, m)
@@ -200,8 +300,7 @@ def collate_detection(samples: Sequence[tuple[torch.Tensor, dict[str, Any]]],
         labels[k, :n] = t["labels"]
         weights[k, :n] = t["weights"] if "weights" in t else 1.0
         difficult[k, :n] = t["difficult"] if "difficult" in t else False
-    batch = {"image": torch.stack(images), "boxes": boxes, "labels": labels,
-             "weights": weights, "difficult": difficult,
+    batch = {"boxes": boxes, "labels": labels, "weights": weights, "difficult": difficult,
              "image_id": [t["image_id"] for t in targets],
              "orig_size": torch.tensor([list(t["orig_size"]) for t in targets],
                                        dtype=torch.int64).reshape(b, 2)}
@@ -209,6 +308,24 @@ def collate_detection(samples: Sequence[tuple[torch.Tensor, dict[str, Any]]],
         batch["gt"] = [{"boxes": t.get("orig_boxes", t["boxes"]).numpy().astype(np.float32),
                         "labels": t["labels"].numpy().astype(np.int64),
                         "difficult": t["difficult"].numpy().astype(bool)} for t in targets]
+    return batch
+
+
+def collate_encoded(samples: Sequence[tuple[EncodedItem, dict[str, Any]]],
+                    with_gt: bool = False, size_divisible: int | None = None
+                    ) -> dict[str, Any]:
+    """``decode: device`` items: ``collate_targets``' batch plus ``data`` (every file's bytes or
+    pixels in one flat uint8 buffer, ``encoded.pack``), ``shapes`` and ``items`` (the
+    ``EncodedItem``s without their data); with ``size_divisible``, ``image_sizes`` as
+    ``collate_detection`` has it (from the parameters' output sizes)."""
+    items, targets = zip(*samples)
+    batch = collate_targets(targets, with_gt)
+    batch["data"], batch["shapes"] = pack([d for item in items for d in item.data])
+    batch["items"] = [EncodedItem([None] * len(item.data), item.lam, item.params)
+                      for item in items]
+    if size_divisible is not None:
+        sizes = [SampleTransform.output_size(item.params) for item in items]
+        batch["image_sizes"] = torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2)
     return batch
 
 
@@ -223,6 +340,12 @@ class DetectionLoader:
     ``collate_detection`` (called with ``with_gt``); a batch with ``image_sizes`` (the padded
     Faster R-CNN batches) gets zeros outside each image after normalisation, as torchvision's
     ``GeneralizedRCNNTransform`` pads.
+
+    A ``decode: device`` dataset (``DetectionTrainDataset(decode="device")``) yields encoded
+    batches (``collate_encoded``): the loader decodes their files in one call on ``device``
+    (``encoded.decode_batch``: nvJPEG on CUDA), mixes and transforms each image there
+    (``EncodedItem.pixels``) and pads them with ``size_divisible``; the result equals the
+    worker path's batch (bit for bit on CPU).
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, train: bool,
@@ -232,16 +355,20 @@ class DetectionLoader:
                  batch_transform: Callable[[dict, int], dict] | None = None,
                  persistent_workers: bool | None = None,
                  multiprocessing_context: str | None = None,
-                 collate: Callable[..., dict[str, Any]] | None = None) -> None:
+                 size_divisible: int | None = None) -> None:
         self.dataset, self.train, self.epoch = dataset, train, 0
         self.device = torch.device(device)
         self.sampler: Sampler | list[int] = (
             DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                seed=seed) if train else list(range(rank, len(dataset), world_size)))
         persistent = num_workers > 0 and (persistent_workers is None or persistent_workers)
+        self.size_divisible = size_divisible
+        collate = collate_encoded if getattr(dataset, "decode", None) == "device" \
+            else collate_detection
         self.loader = DataLoader(
             dataset, batch_size, sampler=self.sampler, num_workers=num_workers,
-            collate_fn=functools.partial(collate or collate_detection, with_gt=not train),
+            collate_fn=functools.partial(collate, with_gt=not train,
+                                         size_divisible=size_divisible),
             pin_memory=self.device.type == "cuda", drop_last=train,
             persistent_workers=persistent,
             multiprocessing_context=multiprocessing_context if num_workers > 0 else None)
@@ -270,6 +397,20 @@ class DetectionLoader:
             it._shutdown_workers()
         self.loader._iterator = None
 
+    def decode_on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A ``collate_encoded`` batch with its ``image`` (uint8 [B, 3, H, W]) built on the
+        loader's device, in place of ``data``, ``shapes`` and ``items``."""
+        batch = dict(batch)
+        data = iter(decode_batch(unpack(batch.pop("data"), batch.pop("shapes")), self.device))
+        transform = self.dataset.transform
+        images = [item.pixels([next(data) for _ in item.data], transform)
+                  for item in batch.pop("items")]
+        if self.size_divisible is not None:
+            images = pad_images(images, [tuple(im.shape[-2:]) for im in images],
+                                self.size_divisible)
+        batch["image"] = torch.stack(images)
+        return batch
+
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                for k, v in batch.items()}
@@ -286,6 +427,8 @@ class DetectionLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         start = self.epoch * len(self)
         for i, batch in enumerate(self.loader):
+            if "data" in batch:
+                batch = self.decode_on_device(batch)
             batch = self._to_device(batch)
             if self.batch_transform is not None:
                 batch = self.batch_transform(batch, start + i)
@@ -366,7 +509,7 @@ def build_detection_loaders(train_dataset: Dataset, eval_dataset: Dataset | None
                             device: torch.device | str = "cpu", channels_last: bool = False,
                             mean: Sequence[float] = IMAGENET_MEAN,
                             std: Sequence[float] = IMAGENET_STD,
-                            persistent_workers: bool | None = None
+                            persistent_workers: bool | None = None, decode: str = "worker"
                             ) -> tuple[DetectionLoader, Any]:
     """Train and eval loaders for YOLOv3-style detection.
 
@@ -384,6 +527,8 @@ def build_detection_loaders(train_dataset: Dataset, eval_dataset: Dataset | None
         random_shapes: batch transform for training (e.g. ``RandomShapes()``).
         rank, world_size, seed, num_workers, device, channels_last, mean, std,
         persistent_workers: see ``DetectionLoader``.
+        decode: ``"worker"`` (decode, mix and transform in the workers) or ``"device"`` (the
+            workers read the files and draw; ``device`` decodes, mixes and transforms).
     Returns:
         ``(train_loader, eval_loader, a dict of them, or None)``.
     """
@@ -397,7 +542,8 @@ def build_detection_loaders(train_dataset: Dataset, eval_dataset: Dataset | None
                   num_workers=num_workers, device=device, channels_last=channels_last,
                   persistent_workers=persistent_workers)
     train = DetectionLoader(
-        DetectionTrainDataset(train_dataset, transform, train_size, mixup=mixup, seed=seed),
+        DetectionTrainDataset(train_dataset, transform, train_size, mixup=mixup, seed=seed,
+                              decode=decode),
         batch_size, train=True, batch_transform=random_shapes, **common)
     if len(train) == 0:
         raise AblateError(f"batch_size {batch_size} exceeds the {len(train.sampler)} training "
@@ -406,7 +552,7 @@ def build_detection_loaders(train_dataset: Dataset, eval_dataset: Dataset | None
         return train, None
     sizes = eval_sizes(eval_size)
     evaluation = {str(s): DetectionLoader(DetectionTrainDataset(eval_dataset, eval_resize, s,
-                                                                seed=seed),
+                                                                seed=seed, decode=decode),
                                           eval_batch_size or batch_size, train=False, **common)
                   for s in sizes}
     return train, evaluation if len(sizes) > 1 else evaluation[str(sizes[0])]

@@ -20,11 +20,9 @@ round(h · scale), round(w · scale); bilinear (cv2 INTER_LINEAR, no antialiasin
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ablate.data.detection_loader import (DetectionLoader, DetectionTrainDataset,
@@ -110,15 +108,7 @@ def collate_padded(samples: Sequence[tuple[torch.Tensor, dict[str, Any]]], with_
                    size_divisible: int = SIZE_DIVISIBLE) -> dict[str, Any]:
     """``collate_detection`` of images zero-padded (bottom, right) to the batch's largest size,
     rounded up to ``size_divisible``, plus ``image_sizes`` int64 [B, 2] (h, w unpadded)."""
-    sizes = [tuple(img.shape[-2:]) for img, _ in samples]
-    d = int(size_divisible)
-    ph = -(-max(h for h, _ in sizes) // d) * d
-    pw = -(-max(w for _, w in sizes) // d) * d
-    padded = [(F.pad(img, (0, pw - img.shape[-1], 0, ph - img.shape[-2])), t)
-              for img, t in samples]
-    batch = collate_detection(padded, with_gt=with_gt)
-    batch["image_sizes"] = torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2)
-    return batch
+    return collate_detection(samples, with_gt=with_gt, size_divisible=size_divisible)
 
 
 def check_scale(short_side: Any, max_side: Any) -> tuple[int, int]:
@@ -143,7 +133,8 @@ def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = No
                        mean: Sequence[float] = IMAGENET_MEAN,
                        std: Sequence[float] = IMAGENET_STD,
                        persistent_workers: bool | None = None,
-                       size_divisible: int = SIZE_DIVISIBLE) -> tuple[DetectionLoader, Any]:
+                       size_divisible: int = SIZE_DIVISIBLE, decode: str = "worker"
+                       ) -> tuple[DetectionLoader, Any]:
     """Train and eval loaders for Faster R-CNN (see the module docstring).
 
     Args:
@@ -155,6 +146,7 @@ def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = No
         rank, world_size, seed, num_workers, device, channels_last, mean, std,
         persistent_workers: see ``DetectionLoader``.
         size_divisible: padded sides are multiples of this.
+        decode: ``"worker"`` or ``"device"`` (see ``build_detection_loaders``).
     Returns:
         ``(train_loader, eval_loader or None)``.
     """
@@ -162,13 +154,13 @@ def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = No
         mixup = {"epochs": epochs, **mixup}
         if mixup["epochs"] is None:
             raise AblateError("mixup needs the number of training epochs (epochs=...)")
-    collate = functools.partial(collate_padded, size_divisible=size_divisible)
     common = dict(mean=mean, std=std, rank=rank, world_size=world_size, seed=seed,
                   num_workers=num_workers, device=device, channels_last=channels_last,
-                  persistent_workers=persistent_workers, collate=collate)
+                  persistent_workers=persistent_workers, size_divisible=size_divisible)
     transform = RcnnResize(flip=bool(augment))
     train = DetectionLoader(
-        DetectionTrainDataset(train_dataset, transform, tuple(scale), mixup=mixup, seed=seed),
+        DetectionTrainDataset(train_dataset, transform, tuple(scale), mixup=mixup, seed=seed,
+                              decode=decode),
         batch_size, train=True, **common)
     if len(train) == 0:
         raise AblateError(f"batch_size {batch_size} exceeds the {len(train.sampler)} training "
@@ -176,6 +168,7 @@ def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = No
     if eval_dataset is None:
         return train, None
     evaluation = DetectionLoader(
-        DetectionTrainDataset(eval_dataset, rcnn_eval_resize, tuple(scale), seed=seed),
+        DetectionTrainDataset(eval_dataset, rcnn_eval_resize, tuple(scale), seed=seed,
+                              decode=decode),
         eval_batch_size or batch_size, train=False, **common)
     return train, evaluation

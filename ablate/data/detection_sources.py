@@ -47,6 +47,7 @@ from ablate.data.detection_common import first_missing, missing_path_error
 from ablate.data.detection_loader import (RandomShapes, build_detection_loaders, eval_sizes,
                                           scaled_sizes)
 from ablate.data.detection_rcnn import build_rcnn_loaders, check_scale
+from ablate.data.encoded import decode_mode
 from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
 from ablate.data.voc import DEFAULT_SETS, VOCDetection, read_image_set, resolve_devkit
 from ablate.errors import AblateError
@@ -105,7 +106,7 @@ def _loaders(train: Dataset, test: Dataset, *, batch_size: int, eval_batch_size:
              random_shapes: Mapping[str, Any] | None = None, epochs: int | None = None,
              rank: int = 0, world_size: int = 1, seed: int = 0, device: Any = "cpu",
              channels_last: bool = False, pipeline: str = "yolo", short_side: int = 600,
-             max_side: int = 1000, **_: Any):
+             max_side: int = 1000, decode: str = "worker", **_: Any):
     """Common tail of the three builds (unused config keys such as ``in_chans`` land in ``_``)."""
     if pipeline == "rcnn":
         if _options(random_shapes) is not None:
@@ -116,21 +117,23 @@ def _loaders(train: Dataset, test: Dataset, *, batch_size: int, eval_batch_size:
             eval_batch_size=eval_batch_size, scale=check_scale(short_side, max_side),
             augment=bool(augment), mixup=_options(mixup), epochs=epochs, rank=rank,
             world_size=world_size, seed=seed, num_workers=int(num_workers), device=device,
-            channels_last=channels_last)
+            channels_last=channels_last, decode=decode)
     return build_detection_loaders(
         _first(train, train_subset), _first(test, test_subset), batch_size=batch_size,
         eval_batch_size=eval_batch_size, train_size=int(train_size), eval_size=eval_size,
         augment=bool(augment), mixup=_options(mixup),
         epochs=epochs, random_shapes=_random_shapes(random_shapes, int(train_size), seed),
         rank=rank, world_size=world_size, seed=seed, num_workers=int(num_workers),
-        device=device, channels_last=channels_last)
+        device=device, channels_last=channels_last, decode=decode)
 
 
 def _check_eval(eval_size: Any, metric: str, pipeline: str = "yolo", short_side: Any = 600,
-                max_side: Any = 1000) -> None:
-    """Input sizes of the pipeline and the metric name, checked before any training."""
+                max_side: Any = 1000, decode: Any = "worker") -> None:
+    """Input sizes of the pipeline, the metric name and the decode mode, checked before any
+    training."""
     from ablate.tasks.yolo import voc_metric_name
 
+    decode_mode(decode, "detection")
     if pipeline == "rcnn":
         check_scale(short_side, max_side)
     else:
@@ -161,9 +164,9 @@ def build_voc_loaders(*, root: str, train_sets: Sequence = DEFAULT_SETS,
 def check_voc(*, root: str, train_sets: Sequence = DEFAULT_SETS,
               test_set: Sequence = ("2007", "test"), eval_size: Any = 416, metric: str = "voc07",
               pipeline: str = "yolo", short_side: Any = 600, max_side: Any = 1000,
-              **_: Any) -> None:
+              decode: Any = "worker", **_: Any) -> None:
     """Fail early when the devkit, a year's folders or an image-set file is missing."""
-    _check_eval(eval_size, metric, pipeline, short_side, max_side)
+    _check_eval(eval_size, metric, pipeline, short_side, max_side, decode)
     devkit = resolve_devkit(root)
     for year, split in _pairs(train_sets) + _pairs(test_set):
         read_image_set(devkit, year, split)
@@ -183,10 +186,11 @@ def build_coco_loaders(*, root: str, train_set: str = "train2017", test_set: str
 
 def check_coco(*, root: str, train_set: str = "train2017", test_set: str = "val2017",
                eval_size: Any = 416, metric: str = "coco", pipeline: str = "yolo",
-               short_side: Any = 800, max_side: Any = 1333, **_: Any) -> None:
+               short_side: Any = 800, max_side: Any = 1333, decode: Any = "worker",
+               **_: Any) -> None:
     """Fail early when an annotation file or image folder is missing (without reading the
     json: train2017's is ~450 MB)."""
-    _check_eval(eval_size, metric, pipeline, short_side, max_side)
+    _check_eval(eval_size, metric, pipeline, short_side, max_side, decode)
     base = Path(root)
     paths = [base]
     for split in (train_set, test_set):
@@ -225,9 +229,9 @@ def check_fashion_scenes(*, cache_dir: str | None = None, num_train: int = 2000,
                          max_size: int = 192, fmnist_root: str | None = None,
                          train_set: str = "train", test_set: str = "test", eval_size: Any = 160,
                          metric: str = "voc07", pipeline: str = "yolo", short_side: Any = 128,
-                         max_side: Any = 213, **_: Any) -> None:
+                         max_side: Any = 213, decode: Any = "worker", **_: Any) -> None:
     """Build the scenes now if needed (seconds): a missing Fashion-MNIST fails before training."""
-    _check_eval(eval_size, metric, pipeline, short_side, max_side)
+    _check_eval(eval_size, metric, pipeline, short_side, max_side, decode)
     for split in (train_set, test_set):
         if split not in ("train", "test"):
             raise AblateError(f"FashionScenes has no split '{split}' (use 'train' or 'test')")
