@@ -1,9 +1,20 @@
 """Detection train/eval loaders for YOLOv3 ("Bag of Freebies", Zhang et al. 2019).
 
 Per sample, in DataLoader workers: dataset → optional visually coherent mixup (``MixupDataset``,
-Sec. 3.1, raw images) → a sample transform (``yolo_augment``, ``plain_resize``, ``eval_resize``)
+Sec. 3.1, raw images) → a sample transform (``YoloAugment``, ``plain_resize``, ``eval_resize``)
 → ``collate_detection`` (boxes padded per batch). Per batch, on the device: uint8 → float,
 ImageNet normalisation, optional channels-last, optional ``RandomShapes`` (training only).
+
+``decode: device`` (``DetectionTrainDataset(decode="device")``) moves the pixel work to the
+training device, for GPUs that train faster than the host's cores decode and augment: a worker
+reads the image file (and its mixup partner's) as bytes, takes the size from the JPEG header
+and makes every draw of the worker path, in its order, from the size and boxes alone (mixup's
+λ and partner, the transform's ``draw``); the targets are final. The loader then decodes the
+batch's files in one call on its device (nvJPEG on CUDA), mixes, applies each transform's
+``apply`` and pads (``DetectionLoader.decode_on_device``). Files the device decoder may not
+take (PNG, progressive, grey, CMYK JPEGs) come decoded from the worker. On CPU the batches equal
+the worker path's bit for bit; on CUDA the pixels differ by a level or two (nvJPEG's inverse
+DCT, float resize kernels), the targets not at all.
 
 Per-epoch state reaches the workers: the epoch lives in a shared-memory tensor (``SharedEpoch``)
 read on every item, so ``set_epoch`` in the main process is seen by forked or spawned, persistent

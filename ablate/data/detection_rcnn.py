@@ -6,11 +6,13 @@ that training images have chances of 0.5 to flip horizontally": no crop, no expa
 jitter (sampling-based detectors do not need them, Sec. 3.3). COCO uses 800 / 1333.
 
 Per sample, in DataLoader workers: dataset → optional visually coherent mixup on the raw images
-(``MixupDataset``, the same as YOLOv3's) → ``rcnn_resize`` (+ flip p 0.5 with the
+(``MixupDataset``, the same as YOLOv3's) → ``RcnnResize`` (+ flip p 0.5 with the
 ``data_augmentation`` trick; "- data augmentation" removes the flip) → ``collate_padded``:
 images zero-padded at the bottom/right to the batch's largest size rounded up to a multiple of
 32 (torchvision's ``GeneralizedRCNNTransform.batch_images``), with ``image_sizes`` (h, w) of each
 unpadded image. On the device, ``DetectionLoader`` normalises and zeroes the padding again.
+With ``decode: device`` the workers only read the files and draw (mixup, flip); the loader
+decodes, mixes, resizes, flips and pads on its device (see ``detection_loader``).
 
 The resize is GluonCV's ``resize_short_within`` (``rcnn_size``): scale = short / min(h, w),
 unless round(scale · max(h, w)) > max_side, then scale = max_side / max(h, w); the new sides are

@@ -11,7 +11,9 @@ to a registry). ``build`` opens the datasets and hands them to ``build_detection
 * ``random_shapes`` (dict or None): ``RandomShapes`` options (sizes, every). Without ``sizes``
   the paper's {320, …, 608} is scaled by ``train_size / 416`` (``scaled_sizes``), so a 160 px
   proxy trains on (128, 160, 192, 224);
-* ``epochs`` (int): total training epochs (mixup's off switch for the last epochs).
+* ``epochs`` (int): total training epochs (mixup's off switch for the last epochs);
+* ``decode`` (``worker``, the default, or ``device``): where images are decoded, mixed and
+  augmented (``ablate.data.detection_loader``); the data configs set it.
 
 ``pipeline`` picks the input pipeline (the data configs set it to the model's task): ``rcnn``
 (the Faster R-CNN task, ``ablate.data.detection_rcnn``) resizes the shorter side to

@@ -1,13 +1,18 @@
 """Per-sample detection transforms for YOLOv3 ("Bag of Freebies", Zhang et al. 2019, Table 3).
 
-* ``yolo_augment``: the "data augmentation" freebie, GluonCV's ``YOLO3DefaultTrainTransform``
-  order: colour distortion → random expand (p 0.5, ratio U(1, 4), fill = mean pixel) → SSD
-  min-IoU random crop → resize to the training size with a random interpolation → horizontal
-  flip (p 0.5).
+* ``YoloAugment`` / ``yolo_augment``: the "data augmentation" freebie, GluonCV's
+  ``YOLO3DefaultTrainTransform`` order: colour distortion → random expand (p 0.5, ratio
+  U(1, 4), fill = mean pixel) → SSD min-IoU random crop → resize to the training size with a
+  random interpolation → horizontal flip (p 0.5).
 * ``plain_resize``: what the "- data augmentation" row keeps (resize only).
 * ``eval_resize``: evaluation input (no letterbox); keeps ``orig_size`` and the original boxes
   (``orig_boxes``) so detections are scored in original image coordinates.
-* ``mix_pair``: visually coherent mixup of two raw images (Sec. 3.1), before the geometry.
+* ``mix_pair``: visually coherent mixup of two raw images (Sec. 3.1), before the geometry
+  (``mix_images`` + ``mix_targets``).
+
+Each transform is a ``SampleTransform`` in two halves: ``draw`` makes every random draw and
+moves the boxes from the image's size alone (a worker can run it without decoding), ``apply``
+does the pixels on any device (``data.decode=device``, see ``detection_loader``).
 
 Normalisation (ImageNet mean/std) is left to the loader, on the device batch. Images are uint8
 ``[3, H, W]`` in and out (float 0–255 input is rounded). Targets follow ``detection_common``;
