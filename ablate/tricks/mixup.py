@@ -9,7 +9,8 @@ Detection (Bag of Freebies Sec. 3.1, "visually coherent"): λ ~ Beta(1.5, 1.5) p
 both images on one zero-filled canvas before the geometric augmentation, every box kept with a
 loss weight λ or 1 − λ; off for the last 20 epochs. ``mode: even`` is Table 1's unweighted
 0.5:0.5 blend. Implemented in the dataset (ablate/data/detection_loader.py), whose per-epoch
-switch reaches DataLoader workers.
+switch reaches DataLoader workers; with ``data.decode=device`` the workers draw the pairs and λ
+and the blend runs on the training device.
 
 Faster R-CNN (``rcnn``, Table 4) uses the same dataset-level mixup (before the resize and flip);
 each anchor and RoI matched to a box takes that box's weight in the RPN and RCNN losses
