@@ -347,10 +347,10 @@ class DetectionLoader:
     (``collate_detection``'s, with ``image`` float, normalised). ``batch_transform(batch,
     iteration)`` runs on the device batch with the global iteration ``epoch · len + i``.
     ``persistent_workers`` defaults to True with workers: the epoch is shared (see module
-    docstring), so keeping workers alive between epochs is safe. ``collate`` replaces
-    ``collate_detection`` (called with ``with_gt``); a batch with ``image_sizes`` (the padded
-    Faster R-CNN batches) gets zeros outside each image after normalisation, as torchvision's
-    ``GeneralizedRCNNTransform`` pads.
+    docstring), so keeping workers alive between epochs is safe. With ``size_divisible`` the
+    images are zero-padded to a common size (``collate_detection``, the Faster R-CNN batches)
+    and the batch has ``image_sizes``: the normalised image gets zeros outside each image again,
+    as torchvision's ``GeneralizedRCNNTransform`` pads.
 
     A ``decode: device`` dataset (``DetectionTrainDataset(decode="device")``) yields encoded
     batches (``collate_encoded``): the loader decodes their files in one call on ``device``
