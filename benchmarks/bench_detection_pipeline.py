@@ -170,7 +170,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--decode", nargs="+", choices=["worker", "device"], default=["worker"],
-                        help="data.decode modes (--item-cost: worker always, device adds its halves)")
+                        help="data.decode modes (--item-cost: worker always, device adds its "
+                        "halves)")
     parser.add_argument("--device", default="cpu", help="the decode=device side's device")
     args = parser.parse_args()
     t0 = time.perf_counter()

@@ -250,10 +250,13 @@ class EncodedItem:
                  params: Any = None) -> None:
         self.data, self.lam, self.params = data, lam, params
 
-    def pixels(self, decoded: Sequence[torch.Tensor], transform: SampleTransform
+    def pixels(self, decoded: Iterator[torch.Tensor], transform: SampleTransform
                ) -> torch.Tensor:
-        """The worker path's image from this item's ``decoded`` images, on their device."""
-        image = decoded[0] if self.lam is None else mix_images(decoded[0], decoded[1], self.lam)
+        """The worker path's image, from the next one (unmixed) or two (mixed) of ``decoded``
+        (the batch's decoded files in order, on their device)."""
+        image = next(decoded)
+        if self.lam is not None:
+            image = mix_images(image, next(decoded), self.lam)
         return transform.apply(image, self.params)
 
 
@@ -332,8 +335,7 @@ def collate_encoded(samples: Sequence[tuple[EncodedItem, dict[str, Any]]],
     items, targets = zip(*samples)
     batch = collate_targets(targets, with_gt)
     batch["data"], batch["shapes"] = pack([d for item in items for d in item.data])
-    batch["items"] = [EncodedItem([None] * len(item.data), item.lam, item.params)
-                      for item in items]
+    batch["items"] = [EncodedItem([], item.lam, item.params) for item in items]
     if size_divisible is not None:
         sizes = [SampleTransform.output_size(item.params) for item in items]
         batch["image_sizes"] = torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2)
@@ -414,8 +416,7 @@ class DetectionLoader:
         batch = dict(batch)
         data = iter(decode_batch(unpack(batch.pop("data"), batch.pop("shapes")), self.device))
         transform = self.dataset.transform
-        images = [item.pixels([next(data) for _ in item.data], transform)
-                  for item in batch.pop("items")]
+        images = [item.pixels(data, transform) for item in batch.pop("items")]
         if self.size_divisible is not None:
             images = pad_images(images, [tuple(im.shape[-2:]) for im in images],
                                 self.size_divisible)

@@ -57,10 +57,10 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
 from ablate.data.detection_common import first_missing, missing_path_error
-from ablate.data.encoded import decode_batch, decode_mode, pack, read_encoded, unpack
 from ablate.data.detection_loader import SharedEpoch, item_generator
 from ablate.data.detection_transforms import global_rng_from
 from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD
+from ablate.data.encoded import decode_batch, decode_mode, pack, read_encoded, unpack
 from ablate.errors import AblateError
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -341,9 +341,9 @@ class ImageFolderSplit(Dataset):
         subset: keep ``interleaved_first(labels, subset)``.
         seed: base seed of the per-item generators.
         decode: ``"worker"``, or ``"device"``: items are ``(bytes or pixels, label, offset,
-            params)`` — the file's bytes (uint8 ``[N]``) where ``encoded.jpeg_size`` reads its size,
-            else the decoded uint8 ``[3, H, W]``, and ``transform.draw``'s parameters — for
-            the loader to decode and transform on its device.
+            params)`` — the file's bytes (uint8 ``[N]``) where ``encoded.jpeg_size`` reads its
+            size, else the decoded uint8 ``[3, H, W]``, and ``transform.draw``'s parameters —
+            for the loader to decode and transform on its device.
     """
 
     def __init__(self, folder: str | os.PathLike, classes: Sequence[str], *,
