@@ -1,6 +1,7 @@
 """The ``ablate`` command line (typer). Thin: every command calls into the package.
 
-User errors (``AblateError``) print one readable message and exit with code 2.
+User errors (``AblateError``) and usage errors (an unknown command or option, a missing
+argument) print one readable message and exit with code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,27 +15,63 @@ from rich.console import Console
 
 from ablate.errors import AblateError
 
-app = typer.Typer(add_completion=False, rich_markup_mode="rich",
-                  help="Reproduce the incremental trick tables of deep-learning papers.")
-data_app = typer.Typer(help="Datasets: prepare generated ones, check real ones.")
+ENVIRONMENT = """\b
+Environment:
+  ABLATE_RESULTS  results root (default ./results; --results overrides it)
+  ABLATE_DATA     data root: imagenet/, voc/, coco/, pretrained/ (default ./data)"""
+
+# Plain (not Rich) help and usage errors: Rich markup would eat "[default: …]"-style text,
+# and a usage error stays two lines of usage and one of error.
+app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Reproduce the incremental trick tables of deep-learning papers.",
+                  epilog=ENVIRONMENT)
+data_app = typer.Typer(no_args_is_help=True,
+                       help="Datasets: prepare generated ones, check real ones.")
 app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
+# typer re-exports click's exceptions (vendored since typer 0.2x, imported before): its
+# BadParameter derives from ClickException, the base of every usage error.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
-def _results_root(results: Optional[Path]) -> Path:
-    import os
 
-    return Path(results or os.environ.get("ABLATE_RESULTS", "results"))
+def _results_option() -> Path:
+    return typer.Option(Path("results"), "--results", envvar="ABLATE_RESULTS",
+                        show_envvar=True, help="Results root.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from ablate import __version__
+
+        def v(name: str) -> str:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "not installed"
+
+        print(f"ablate {__version__} (torch {v('torch')}, torchvision {v('torchvision')}, "
+              f"hydra-core {v('hydra-core')}, python {sys.version.split()[0]})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the versions and exit.")) -> None:
+    pass
 
 
 def _say(text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(epilog=ENVIRONMENT)
 def run(
-    study: str = typer.Argument(..., help="Study file (studies/X.yaml) or its name."),
+    study: str = typer.Argument(..., metavar="STUDY", help="Study file (studies/X.yaml) or its name."),
     scale: Optional[str] = typer.Option(None, help="full | proxy | smoke (default: the study's)."),
     seeds: Optional[int] = typer.Option(None, help="Seeds per step (default: the study's)."),
     only: Optional[List[str]] = typer.Option(None, help="Run only these step ids (repeatable, or comma-separated)."),
@@ -44,7 +81,7 @@ def run(
         help="Run up to K steps at once: on GPUs each on its own devices (K × nproc must fit "
              "the visible GPUs); on CPU K processes share the cores, which only pays with "
              "enough cores; with launcher=slurm K jobs at a time."),
-    results: Optional[Path] = typer.Option(None, help="Results root [default: ./results]."),
+    results: Path = _results_option(),
     force: bool = typer.Option(False, help="Re-run steps whose config changed or completed "
                                            "(old runs are moved to .replaced/, never deleted)."),
     keep_going: bool = typer.Option(False, help="Continue with the next step after a failure."),
@@ -75,7 +112,7 @@ def run(
 
         prestart()  # the forkserver of the local launcher warms up while the study is planned
     scale = scale or spec.default_scale
-    root = _results_root(results)
+    root = results
     only_ids = [x for o in only or [] for x in o.split(",") if x] or None
     plans = driver.plan_study(spec, scale=scale, seeds=seeds,
                               only=only_ids,
@@ -225,32 +262,37 @@ def _follow(plans, deps, launcher, nproc, dry_run) -> None:
         raise typer.Exit(code)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train(ctx: typer.Context) -> None:
-    """One run from the config tree, with Hydra overrides; [bold]-m[/] sweeps.
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             epilog=ENVIRONMENT)
+def train(ctx: typer.Context, results: Path = _results_option()) -> None:
+    """One run from the config tree, with Hydra overrides; -m sweeps.
 
-    Example: ablate train data.train_subset=5000 train.epochs=2 tricks=\\[cosine,mixup]
+    \b
+    Examples:
+      ablate train data.train_subset=5000 train.epochs=2 'tricks=[cosine,mixup]'
+      ablate train -m 'tricks=[mixup]' tricks.mixup.alpha=0.1,0.2,0.4 train.epochs=2
+      ablate train -m hydra/launcher=submitit_slurm …   (SLURM: docs/launchers.md)
 
-    Sweep jobs on SLURM: ablate train -m hydra/launcher=submitit_slurm … (docs/launchers.md)
+    A run goes to RESULTS/train/<time>/, a sweep to RESULTS/multirun/<time>/<job>/.
     """
     from ablate.train_app import main
 
-    raise typer.Exit(main(list(ctx.args)))
+    raise typer.Exit(main(list(ctx.args), results=results))
 
 
 @app.command()
 def report(
-    path: Path = typer.Argument(..., help="A study file, or a study's results folder."),
+    path: Path = typer.Argument(..., metavar="PATH", help="A study file, or a study's results folder."),
     format: str = typer.Option("md", "--format", "-f", help="md | csv | json | latex"),
     out: Optional[Path] = typer.Option(None, help="Write to this file instead of stdout."),
     plot: Optional[Path] = typer.Option(None, help="Also draw the cumulative-Δ waterfall PNG."),
     scale: Optional[str] = typer.Option(None, help="Which scale's results (study file input)."),
-    results: Optional[Path] = typer.Option(None, help="Results root [default: ./results]."),
+    results: Path = _results_option(),
 ) -> None:
     """Render a study's Δ table (ours beside the paper's)."""
     from ablate.study import report as rep
 
-    study, folder, scale = rep.locate(path, _results_root(results), scale)
+    study, folder, scale = rep.locate(path, results, scale)
     r = rep.build_report(study, folder, scale)
     text = rep.render(r, format)
     if out:
@@ -362,13 +404,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted: run `ablate run` again to resume")
         sys.exit(130)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(2)
-        raise
+    except _USAGE_ERROR as e:  # usage, then one line: "Error: No such option: --bogus"
+        e.show()
+        sys.exit(2)
 
 
 if __name__ == "__main__":

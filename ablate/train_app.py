@@ -109,10 +109,20 @@ def _job(cfg: DictConfig) -> float | None:
     return result["metrics"].get(result.get("primary_metric", ""))
 
 
-def main(args: list[str]) -> int:
-    """Run ``ablate train ARGS`` through Hydra; returns the exit code."""
+def main(args: list[str], results: Path | None = None) -> int:
+    """Run ``ablate train ARGS`` through Hydra; returns the exit code.
+
+    Args:
+        args: Hydra overrides and flags (``-m``, ``--cfg job`` …).
+        results: the results root (``--results``); an explicit ``paths.results=`` wins.
+    """
     import hydra
 
+    from ablate.config import format_value
+
+    if results is not None and not any(a.split("=")[0].lstrip("+") == "paths.results"
+                                       for a in args):
+        args = [*args, f"paths.results={format_value(str(results))}"]
     validate(args)
     defaults = ["hydra.job.name=train", "hydra.job.chdir=false",
                 "hydra.run.dir=${paths.results}/train/${now:%Y-%m-%d_%H-%M-%S}",
