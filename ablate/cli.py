@@ -153,7 +153,7 @@ def _lead(spec, scale, root, plans, deps, *, nproc, parallel, force, keep_going,
     driver.mark_shared(plans, root)
     refused = [p for p in plans if p.action == "refuse"]
     if dry_run:
-        _print_plan(spec, plans, deps, nproc, parallel)
+        _print_plan(spec, scale, plans, deps, nproc, parallel)
         return
     if refused:
         lines = "\n".join(f"  {p.run_dir}: {p.reason}" for p in refused)
@@ -196,9 +196,10 @@ def _lead(spec, scale, root, plans, deps, *, nproc, parallel, force, keep_going,
     sys.stdout.write("\n" + report.to_markdown(report.build_report(spec, out_dir, scale)))
 
 
-def _print_plan(spec, plans, deps, nproc, parallel) -> None:
-    """The dry run: each run's decision and how it would be launched."""
+def _print_plan(spec, scale, plans, deps, nproc, parallel) -> None:
+    """The dry run: each run's decision and how it would be launched, then a summary."""
     from ablate.launch import check, check_layout, describe, device_slots, nproc_for
+    from ablate.study import driver
     from ablate.study.share import source_dir
 
     def show(prefix: str, p) -> None:
@@ -238,6 +239,7 @@ def _print_plan(spec, plans, deps, nproc, parallel) -> None:
     for p in plans:
         show(f"{p.step.id} seed {p.seed}", p)
         _say("   overrides: " + " ".join(o for o in p.overrides if not o.startswith("paths.")))
+    _say(driver.plan_summary(plans, deps, scale))
 
 
 def _follow(plans, deps, launcher, nproc, dry_run) -> None:

@@ -9,7 +9,7 @@ folders. Files ending in .jpeg, .jpg or .png (any case) are images; hidden entri
 * Train: RandomResizedCrop(``train_size``, area 0.08–1, aspect 3/4–4/3) → horizontal flip →
   ColorJitter(brightness, contrast, saturation 0.4, random order) → PCA lighting noise
   (AlexNet's eigen-decomposition of ImageNet RGB, α ~ N(0, 0.1²)) → normalise. The jitter is
-  the released code's; the paper's text names hue, saturation and brightness (TRICKS.md).
+  the released code's; the paper's text names hue, saturation and brightness.
 * Val: resize the shorter side to ``eval_resize`` (256), centre crop ``eval_size`` (224);
   Inception-V3 uses 342 / 299.
 

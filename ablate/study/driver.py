@@ -213,7 +213,9 @@ def plan_study(study: Study, *, scale: str, seeds: list[int] | int | None,
             try:
                 cfg = compose(overrides)
                 check_tricks(list(cfg.get("tricks") or {}), cfg.model.task)
-                check_weight_files(cfg, produced=set(map(str, used.values())))
+                # the data and every weights file, reported together: a user setting up a
+                # full-scale study learns everything that is missing from one dry run
+                problems = []
                 data = OmegaConf.to_container(cfg.data, resolve=True)
                 key = json.dumps(data, sort_keys=True)
                 if key not in checked_data:
@@ -221,8 +223,15 @@ def plan_study(study: Study, *, scale: str, seeds: list[int] | int | None,
                     if cfg.model.task not in source.tasks:
                         raise AblateError(f"dataset '{cfg.data.name}' has no {cfg.model.task} "
                                           "task")
-                    source.check(**data)
-                    checked_data.add(key)
+                    try:
+                        source.check(**data)
+                        checked_data.add(key)
+                    except AblateError as e:
+                        problems.append(str(e))
+                problems += missing_weight_files(cfg, produced=set(map(str, used.values())),
+                                                 sources=study.sources)
+                if problems:
+                    raise AblateError("\n  ".join(problems))
             except AblateError as e:
                 raise AblateError(where + str(e)) from None
             run_dir = _inside(results_root, out_dir / step.id / f"seed{seed}")
@@ -230,25 +239,57 @@ def plan_study(study: Study, *, scale: str, seeds: list[int] | int | None,
     return plans
 
 
-def check_weight_files(cfg: Any, produced: set[str] = frozenset()) -> None:
+def missing_weight_files(cfg: Any, produced: set[str] = frozenset(),
+                         sources: dict[str, str] | None = None) -> list[str]:
     """Every configured weights file (``model.weights``, ``model.backbone_weights``, a trick's
     ``weights`` such as a distillation teacher's) must exist — nothing is downloaded — unless a
-    used study step will produce it (``produced``)."""
+    used study step will produce it (``produced``). Returns one line per missing file, with the
+    study's ``sources`` entry for its key (how to get the file) where there is one."""
+    missing = []
+
     def walk(node: Any, where: str) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(v, f"{where}.{k}")
         elif (where.endswith("weights") and isinstance(node, str) and node not in produced
               and not Path(node).is_file()):
-            raise AblateError(f"{where[1:]}: no file at '{node}' (weights are local files: "
-                              "point the key to a checkpoint, or set it to null)")
+            how = (sources or {}).get(where[1:])
+            missing.append(f"{where[1:]}: no file at '{node}' (weights are local files: "
+                           + (f"{how})" if how else
+                              "point the key to a checkpoint, or set it to null)"))
 
     tricks = cfg.get("tricks") or {}
     if "distill" in tricks and not tricks.distill.get("weights"):
-        raise AblateError("tricks.distill.weights: the teacher's checkpoint is required (a local "
-                          "file, or ${uses.<name>} for a step of a teacher study)")
+        missing.append("tricks.distill.weights: the teacher's checkpoint is required (a local "
+                       "file, or ${uses.<name>} for a step of a teacher study)")
     walk({"model": OmegaConf.to_container(cfg.model, resolve=True),
           "tricks": OmegaConf.to_container(tricks, resolve=True) if tricks else {}}, "")
+    return missing
+
+
+ACTIONS = ("run", "resume", "rerun", "share", "skip", "refuse")  # the order a summary names them
+
+
+def plan_summary(plans: list[RunPlan], deps: list[Dependency], scale: str) -> str:
+    """One line for the end of a dry run: how many runs and what happens to each, and, for the
+    runs that would train at full scale, the paper's GPU-hours where the study gives them
+    (a step's ``gpu_hours``)."""
+    every = [*((d.scale, p) for d in deps for p in d.plans), *((scale, p) for p in plans)]
+    counts = {a: sum(p.action == a for _, p in every) for a in ACTIONS}
+    line = (f"{len(every)} run{'s' * (len(every) != 1)}: "
+            + ", ".join(f"{n} to {a}" if a in ("run", "resume", "rerun", "share") else
+                        f"{n} {'skipped' if a == 'skip' else 'refused'}"
+                        for a, n in counts.items() if n))
+    train = [(sc, p) for sc, p in every if p.action in ("run", "resume", "rerun")]
+    full = [p for sc, p in train if sc == "full"]
+    if not full:
+        return line
+    known = [p.step.gpu_hours for p in full if p.step.gpu_hours is not None]
+    if not known:
+        return line + "; GPU-hours: not known (the paper gives no training times for these runs)"
+    of = "" if len(known) == len(full) else f", known for {len(known)} of the {len(full)}"
+    return (line + f"; about {sum(known):,.0f} GPU-hours on the paper's hardware "
+                   f"(the full-scale runs to train{of})")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -43,7 +43,7 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # safe as one path componen
 SCALES = ("full", "proxy", "smoke")
 STUDY_KEYS = {
     "name": "study id (results folder name)", "title": "human title",
-    "paper": "paper the table comes from", "table": "table id (see TABLES.md)",
+    "paper": "paper the table comes from", "table": "table id (see docs/tables.md)",
     "metric": "primary metric", "metrics": "metrics shown in the report",
     "base": "overrides for every step", "scales": "per-scale overrides",
     "default_scale": "scale used when --scale is not given", "seeds": "default number of seeds",
@@ -53,6 +53,8 @@ STUDY_KEYS = {
     "time": "show each run's wall time in the report: total (h) | total_min | per_epoch (min)",
     "layout": "how the report reads the table: chain (default) | grid | factorial",
     "rows_title": "header of the row labels in a grid or factorial report",
+    "sources": "where the local files named by config keys come from (key: how to get it), "
+               "shown when such a file is missing",
 }
 COLUMN_KEYS = {"id": "column id (run folder suffix)", "label": "header in the report",
                "add": "tricks on in every step", "remove": "tricks off in every step",
@@ -66,7 +68,7 @@ USE_KEYS = {"study": "the study's name or file (relative to this file)", "step":
 USE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 USE_REF_RE = re.compile(r"\$\{uses\.([^}]*)\}")
 STEP_KEYS = {"id", "label", "parent", "add", "remove", "set", "scales", "ref", "ref_delta",
-             "notes"}
+             "gpu_hours", "notes"}
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Step:
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-scale ``set``
     ref: dict[str, float] = field(default_factory=dict)
     ref_delta: dict[str, float] = field(default_factory=dict)
+    gpu_hours: float | None = None  # the paper's GPU-hours for one full-scale run, if known
     # resolved
     tricks: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +93,7 @@ class Step:
     column: str | None = None
     seeds: int | None = None  # the column's seed count
     column_refs: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    column_gpu_hours: dict[str, float] = field(default_factory=dict)
 
     def overrides_at(self, scale: str) -> dict[str, Any]:
         """This step's overrides (inherited ``set`` + its scale's ``scales`` entries)."""
@@ -138,6 +142,7 @@ class Study:
     time: str | None = None  # total | per_epoch: wall time in the report
     layout: str = "chain"  # chain | grid | factorial (see the module docstring)
     rows_title: str = "step"
+    sources: dict[str, str] = field(default_factory=dict)  # config key → how to get its file
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -272,7 +277,10 @@ def load_study(path: str | Path) -> Study:
                   seed=int(raw.get("seed", 0)), paper=str(raw.get("paper", "")),
                   table=str(raw.get("table", "")), uses=_parse_uses(path, raw.get("uses")),
                   columns=columns, time=time_mode, layout=layout,
-                  rows_title=str(raw.get("rows_title", "step")), raw=raw)
+                  rows_title=str(raw.get("rows_title", "step")),
+                  sources={k: str(v) for k, v in
+                           _mapping(path, "", raw.get("sources"), "sources").items()},
+                  raw=raw)
     for where, m in [("base", study.base), *[(f"scales.{k}", v) for k, v in scales.items()],
                      *[(f"step '{s.id}': set", s.set) for s in steps],
                      *[(f"step '{s.id}': scales.{k}", v) for s in steps
@@ -349,6 +357,7 @@ def _expand_columns(study: Study) -> list[Step]:
                 parent=None if s.parent is None else f"{s.parent}.{c.id}",
                 ref=dict(s.column_refs.get("ref", {}).get(c.id, {})),
                 ref_delta=dict(s.column_refs.get("ref_delta", {}).get(c.id, {})),
+                gpu_hours=s.column_gpu_hours.get(c.id),
                 tricks=tricks, overrides={**s.overrides, **c.set},
                 scale_overrides=scale_overrides, root=f"{s.root}.{c.id}", base=s.id,
                 column=c.id, seeds=c.seeds))
@@ -424,8 +433,36 @@ def _parse_steps(path: Path, raw_steps: Any, columns: list[str] = ()) -> list[St
             ref_delta={} if columns else _numbers(path, where, rs.get("ref_delta"), "ref_delta"),
             column_refs={k: _column_numbers(path, where, rs.get(k), k, list(columns))
                          for k in ("ref", "ref_delta")} if columns else {},
+            gpu_hours=None if columns else _gpu_hours(path, where, rs.get("gpu_hours")),
+            column_gpu_hours=(_column_gpu_hours(path, where, rs.get("gpu_hours"), list(columns))
+                              if columns else {}),
             base=sid))
     return steps
+
+
+def _gpu_hours(path: Path, where: str, value: Any, what: str = "gpu_hours") -> float | None:
+    """The paper's GPU-hours for one full-scale run: a positive number, or absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise _err(path, where, f"'{what}' must be a positive number of GPU-hours, "
+                                f"got {value!r}")
+    return float(value)
+
+
+def _column_gpu_hours(path: Path, where: str, value: Any,
+                      columns: list[str]) -> dict[str, float]:
+    """``gpu_hours`` in a study with columns: one number for every column, or per column."""
+    if value is None or not isinstance(value, dict):
+        hours = _gpu_hours(path, where, value)
+        return {} if hours is None else dict.fromkeys(columns, hours)
+    out = {}
+    for col, v in _mapping(path, where, value, "gpu_hours").items():
+        if col not in columns:
+            raise _err(path, where, f"'gpu_hours' is keyed by column; no column '{col}'"
+                                    f"{did_you_mean(col, columns)}")
+        out[col] = _gpu_hours(path, where, v, f"gpu_hours.{col}")
+    return out
 
 
 def _step_scales(path: Path, where: str, value: Any) -> dict[str, dict[str, Any]]:

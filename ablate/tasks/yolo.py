@@ -19,7 +19,7 @@ Evaluation decodes ((σ(tx) + cx)·stride, exp(tw)·anchor; score = σ(obj)·σ(
 candidates with score > 0.01 (at most the best ``pre_nms_topk`` = 400 per image, GluonCV's
 ``nms_topk``), runs class-aware NMS at 0.45, keeps 100 per image, maps the boxes back to the
 original image (plain resize) and computes VOC07 mAP. ``eval_coords="input"`` instead scales the
-GT to the network input, as the reference code does (TRICKS.md ≠).
+GT to the network input, as the reference code does (≠ the correct mapping).
 """
 
 from __future__ import annotations

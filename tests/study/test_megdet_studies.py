@@ -40,6 +40,9 @@ def test_megdet_coco_plans_every_row_and_needs_its_backbone(cli, results, coco_r
     assert runs == ROWS
     assert "train.batch_size=256 train.bn_group_size=32" in r.out
     assert "schedule.milestones=[11,14,17]" in r.out and "schedule.factor=[0.1,0.1,0.5]" in r.out
+    # the paper's hours × GPUs of the ten rows: 33.2 × 8 + 45.6 × 8 + … + 9.4 × 64
+    assert r.out.splitlines()[-1] == ("10 runs: 10 to run; about 3,897 GPU-hours on the paper's "
+                                      "hardware (the full-scale runs to train)")
     assert tree_snapshot(results) == {}
 
 
