@@ -349,7 +349,7 @@ def list_(what: str = typer.Argument("all", help="studies | tricks | models | da
         console.print("[bold]studies[/]")
         for p in sorted(STUDIES_DIR.glob("*.yaml")):
             meta = yaml.safe_load(p.read_text()) or {}
-            console.print(f"  {p.stem:28s} {meta.get('table', ''):8s} {meta.get('title', '')}")
+            _say(f"  {p.stem:28s} {meta.get('table', ''):8s} {meta.get('title', '')}")
     if what in ("tricks", "all"):
         import ablate.tricks  # noqa: F401
         from ablate.registry import TRICKS
@@ -357,13 +357,13 @@ def list_(what: str = typer.Argument("all", help="studies | tricks | models | da
         console.print("[bold]tricks[/]")
         for name, cls in TRICKS.items():
             doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-            console.print(f"  {name:16s} [{', '.join(cls.tasks)}] {doc}")
+            _say(f"  {name:16s} [{', '.join(cls.tasks)}] {doc}")
     for kind, group in (("models", "model"), ("data", "data")):
         if what in (kind, "all"):
             console.print(f"[bold]{kind}[/] (config group {group}/)")
             for p in sorted((CONF_DIR / group).glob("*.yaml")):
                 first = p.read_text().splitlines()[0].lstrip("# ") if p.read_text() else ""
-                console.print(f"  {p.stem:20s} {first}")
+                _say(f"  {p.stem:20s} {first}")
 
 
 @data_app.command("prepare")

@@ -211,6 +211,7 @@ def test_train_multirun_sweeps_one_folder_each(cli, tmp_path, fmnist_root):
 def test_list(cli):
     r = cli("list", "tricks")
     assert r.code == 0 and "label_smoothing" in r.out and "zero_gamma" in r.out
+    assert "  sync_bn          [classification, yolo, rcnn] " in r.out  # not eaten as markup
     assert "fmnist_refinements" in cli("list", "studies").out
 
 
