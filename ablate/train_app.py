@@ -34,6 +34,7 @@ def validate(args: list[str]) -> None:
     from hydra.errors import HydraException
 
     from ablate.data import DataSource  # noqa: F401
+    from ablate.engine.values import check_schedule, check_values
     from ablate.registry import DATASETS
     from ablate.tricks import check_tricks
 
@@ -59,9 +60,10 @@ def validate(args: list[str]) -> None:
                               "launcher=multinode …` on every node (docs/launchers.md)")
         check(cfg.launcher, nproc_for(cfg.launcher))
         check_tricks(list(cfg.get("tricks") or {}), cfg.model.task)
+        check_values(cfg)
         check_layout(cfg, nproc_for(cfg.launcher))
         data = OmegaConf.to_container(cfg.data, resolve=True)
-        DATASETS.get(data.pop("name")).check(**data)
+        check_schedule(cfg, DATASETS.get(data.pop("name")).check(**data))
 
 
 def _one_task_per_job() -> None:

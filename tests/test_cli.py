@@ -106,6 +106,44 @@ def test_bad_input_exits_2_and_touches_nothing(cli, results, fmnist_root, args, 
     assert tree_snapshot(results) == before
 
 
+def test_bad_values_exit_2_before_any_run_naming_step_and_key(cli, results, fmnist_root):
+    """Types, ranges and relations of the composed config, checked at plan time: smoke is
+    512 of the 600 images, batch 128, 2 epochs: 8 optimizer steps."""
+    assert cli(*_inproc(results, fmnist_root, "--only", "efficient")).code == 0
+    before = tree_snapshot(results)
+    for override, message in [
+        ("train.epochs=two", "train.epochs='two': must be an integer"),
+        ("train.epochs=0", "train.epochs=0: must be >= 1"),
+        ("optim.lr=fast", "optim.lr='fast': must be a number"),
+        ("optim.lr=0", "optim.lr=0: must be > 0"),
+        ("optim.momentum=1.5", "optim.momentum=1.5: must be <= 1"),
+        ("train.batch_size=0", "train.batch_size=0: must be >= 1"),
+        ("train.eval_every=0", "train.eval_every=0: must be >= 1"),
+        ("data.train_subset=-5", "data.train_subset=-5: must be >= 1 (or null)"),
+        ("schedule.milestones=[1,x]", "schedule.milestones=[1, 'x']: must be non-negative"),
+        ("data.train_subset=100", "no training step: 100 training images are fewer than one "
+                                  "global batch (train.batch_size=128)"),
+        ("tricks.warmup.epochs=3", "warmup of 3 epochs (12 iterations) is not shorter than "
+                                   "training (8 iterations)"),
+        ("tricks.warmup.epochs=five", "tricks.warmup.epochs='five': must be a number"),
+    ]:
+        for dry in ((), ("--dry-run",)):
+            r = cli(*_inproc(results, fmnist_root, "--set", override, *dry))
+            assert r.code == 2, (override, r.out + r.err)
+            assert r.err.replace("\n", " ").startswith(
+                f"error: {STUDY}: step 'efficient': {message}"), (override, r.err)
+    assert tree_snapshot(results) == before
+
+
+def test_a_metric_the_runs_do_not_report_exits_2(cli, results, tmp_path, fmnist_root):
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\nmetric: map\nsteps:\n  - {id: a}\n")
+    r = cli("run", study, "--dry-run", "--results", results, "--set", f"data.root={fmnist_root}")
+    assert r.code == 2 and r.err == (f"error: {study}: step 'a': metric 'map' is not reported by "
+                                     "a classification run on fashion_mnist (it reports: top1, "
+                                     "top5, train_loss)\n")
+
+
 def test_malformed_study_file_exits_2(cli, results, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(textwrap.dedent("""

@@ -1,5 +1,7 @@
 """Datasets. Each registers a ``DataSource``: ``build(**cfg, batch_size=…, rank=…, …)`` returns
-``(train_loader, eval_loader)`` and ``check(**cfg)`` fails early when the data is missing.
+``(train_loader, eval_loader)`` and ``check(**cfg)`` fails early when the data is missing or
+malformed, and returns the number of training images where it knows it without reading them
+all (else None): the driver checks a run's iteration counts with it before launching.
 
 Sources are registered by name with their functions given as ``"module:function"`` and imported
 on first call, so that checking a study does not import torchvision or pycocotools.

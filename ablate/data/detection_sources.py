@@ -166,12 +166,14 @@ def build_voc_loaders(*, root: str, train_sets: Sequence = DEFAULT_SETS,
 def check_voc(*, root: str, train_sets: Sequence = DEFAULT_SETS,
               test_set: Sequence = ("2007", "test"), eval_size: Any = 416, metric: str = "voc07",
               pipeline: str = "yolo", short_side: Any = 600, max_side: Any = 1000,
-              decode: Any = "worker", **_: Any) -> None:
-    """Fail early when the devkit, a year's folders or an image-set file is missing."""
+              decode: Any = "worker", **_: Any) -> int:
+    """Fail early when the devkit, a year's folders or an image-set file is missing. Returns
+    the number of training ids listed (an upper bound of the training images)."""
     _check_eval(eval_size, metric, pipeline, short_side, max_side, decode)
     devkit = resolve_devkit(root)
-    for year, split in _pairs(train_sets) + _pairs(test_set):
+    for year, split in _pairs(test_set):
         read_image_set(devkit, year, split)
+    return sum(len(read_image_set(devkit, year, split)[1]) for year, split in _pairs(train_sets))
 
 
 # --- COCO ------------------------------------------------------------------------------------
@@ -231,13 +233,15 @@ def check_fashion_scenes(*, cache_dir: str | None = None, num_train: int = 2000,
                          max_size: int = 192, fmnist_root: str | None = None,
                          train_set: str = "train", test_set: str = "test", eval_size: Any = 160,
                          metric: str = "voc07", pipeline: str = "yolo", short_side: Any = 128,
-                         max_side: Any = 213, decode: Any = "worker", **_: Any) -> None:
-    """Build the scenes now if needed (seconds): a missing Fashion-MNIST fails before training."""
+                         max_side: Any = 213, decode: Any = "worker", **_: Any) -> int:
+    """Build the scenes now if needed (seconds): a missing Fashion-MNIST fails before training.
+    Returns the number of training scenes."""
     _check_eval(eval_size, metric, pipeline, short_side, max_side, decode)
     for split in (train_set, test_set):
         if split not in ("train", "test"):
             raise AblateError(f"FashionScenes has no split '{split}' (use 'train' or 'test')")
     _scenes_root(cache_dir, num_train, num_test, scene_seed, min_size, max_size, fmnist_root)
+    return int(num_train) if train_set == "train" else int(num_test)
 
 
 SOURCES = {

@@ -128,11 +128,59 @@ def build_fashion_mnist(*, root: str | None = None, train_subset: int | None = N
     return train, test
 
 
-def check_fashion_mnist(root: str | None = None, **_: object) -> None:
-    """Fail early (before any training) when the files are missing."""
+def idx_shape(path: Path) -> tuple[int, ...]:
+    """The shape in an idx file's header, checked against the file's size (for .gz, the
+    uncompressed size in its trailer) without reading the data."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                head = f.read(4)
+                ndim = head[3] if len(head) == 4 else 0
+                head += f.read(4 * ndim)
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                size = struct.unpack("<I", f.read(4))[0]  # ISIZE: length mod 2**32
+        else:
+            with open(path, "rb") as f:
+                head = f.read(4)
+                ndim = head[3] if len(head) == 4 else 0
+                head += f.read(4 * ndim)
+            size = path.stat().st_size
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise AblateError(f"{path}: not a readable idx file ({e})") from None
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _DTYPES \
+            or len(head) != 4 + 4 * ndim:
+        raise AblateError(f"{path}: not an idx file (bad header)")
+    shape = struct.unpack(f">{ndim}I", head[4:])
+    count = 1
+    for s in shape:
+        count *= s
+    expected = len(head) + count * _DTYPES[head[2]].itemsize
+    if size != expected % 2**32:
+        raise AblateError(f"{path}: {size} bytes, but its header {tuple(shape)} needs "
+                          f"{expected}: truncated or not Fashion-MNIST")
+    return shape
+
+
+def check_fashion_mnist(root: str | None = None, **_: object) -> int:
+    """Fail early (before any training) when a file is missing or malformed: idx headers,
+    sizes, 28×28 images, as many labels as images, labels 0–9. Returns the training images'
+    count."""
     root_path = Path(root or DEFAULT_ROOT)
     if not root_path.is_dir():
         raise AblateError(f"Fashion-MNIST not found: {root_path} does not exist; {SETUP_HINT}")
-    for stems in _FILES.values():
-        for stem in stems:
-            _find(root_path, stem)
+    counts = {}
+    for split, (img_stem, lbl_stem) in _FILES.items():
+        img_path, lbl_path = _find(root_path, img_stem), _find(root_path, lbl_stem)
+        shape = idx_shape(img_path)
+        if len(shape) != 3 or shape[1:] != (28, 28):
+            raise AblateError(f"{img_path}: images of shape {shape}, expected (N, 28, 28)")
+        labels = read_idx(lbl_path)
+        if labels.ndim != 1 or labels.shape[0] != shape[0]:
+            raise AblateError(f"{lbl_path}: {tuple(labels.shape)} labels for {shape[0]} images "
+                              f"in {img_path.name}")
+        if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < len(CLASSES):
+            raise AblateError(f"{lbl_path}: labels {int(labels.min())}..{int(labels.max())}, "
+                              f"expected 0..{len(CLASSES) - 1}")
+        counts[split] = shape[0]
+    return counts["train"]

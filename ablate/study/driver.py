@@ -192,6 +192,7 @@ def plan_study(study: Study, *, scale: str, seeds: list[int] | int | None,
     """Compose and check every selected step × seed (``seeds``: exact seeds, or a count / None
     for :func:`seeds_for`). Raises ``AblateError`` before any run."""
     from ablate.data import DataSource  # noqa: F401  (registers datasets)
+    from ablate.engine.values import check_schedule, check_values
     from ablate.registry import DATASETS
     from ablate.tricks import check_tricks  # (registers tricks)
 
@@ -199,7 +200,7 @@ def plan_study(study: Study, *, scale: str, seeds: list[int] | int | None,
     base = {**study.base, **study.scale_overrides(scale)}
     out_dir = study_results_dir(study, results_root, scale)
     used = {name: t[3] for name, t in use_targets(study, scale, results_root).items()}
-    plans, checked_data = [], set()
+    plans, checked_data = [], {}  # data config → training images (None: not known)
     for step in study.steps:
         if only and step.id not in only:
             continue
@@ -213,6 +214,7 @@ def plan_study(study: Study, *, scale: str, seeds: list[int] | int | None,
             try:
                 cfg = compose(overrides)
                 check_tricks(list(cfg.get("tricks") or {}), cfg.model.task)
+                check_values(cfg)
                 # the data and every weights file, reported together: a user setting up a
                 # full-scale study learns everything that is missing from one dry run
                 problems = []
@@ -224,19 +226,49 @@ def plan_study(study: Study, *, scale: str, seeds: list[int] | int | None,
                         raise AblateError(f"dataset '{cfg.data.name}' has no {cfg.model.task} "
                                           "task")
                     try:
-                        source.check(**data)
-                        checked_data.add(key)
+                        checked_data[key] = source.check(**data)
                     except AblateError as e:
                         problems.append(str(e))
                 problems += missing_weight_files(cfg, produced=set(map(str, used.values())),
                                                  sources=study.sources)
                 if problems:
                     raise AblateError("\n  ".join(problems))
+                check_metrics(study, cfg)
+                check_schedule(cfg, checked_data[key])
             except AblateError as e:
                 raise AblateError(where + str(e)) from None
             run_dir = _inside(results_root, out_dir / step.id / f"seed{seed}")
             plans.append(RunPlan(step, seed, overrides, cfg, config_hash(cfg), run_dir))
     return plans
+
+
+COCO_METRICS = ("map", "ap50", "ap75", "aps", "apm", "apl")
+
+
+def run_metrics(cfg: Any) -> set[str]:
+    """The metric names a run of ``cfg`` reports in ``metrics.json``: the task's (top-1/top-5;
+    VOC mAP; COCO's AP family), ``<metric>@<size>`` for each of several detection eval sizes,
+    and the training loss."""
+    task = cfg.model.task
+    if task == "classification":
+        names = {"top1", "top5"}
+    else:
+        metric = (cfg.model.get("task_kwargs") or {}).get("metric") or cfg.data.get("metric")
+        names = set(COCO_METRICS) if metric == "coco" else {"map"}
+        sizes = cfg.data.get("eval_size")
+        if OmegaConf.is_list(sizes) and len(sizes) > 1:
+            names |= {f"{n}@{s}" for n in list(names) for s in sizes}
+    return names | {"train_loss"}
+
+
+def check_metrics(study: Study, cfg: Any) -> None:
+    """The study's ``metric`` and ``metrics`` are among what its runs report."""
+    known = run_metrics(cfg)
+    for m in study.metrics:
+        if m not in known:
+            raise AblateError(f"metric '{m}' is not reported by a {cfg.model.task} run on "
+                              f"{cfg.data.name}{did_you_mean(m, known)} (it reports: "
+                              f"{', '.join(sorted(known))})")
 
 
 def missing_weight_files(cfg: Any, produced: set[str] = frozenset(),

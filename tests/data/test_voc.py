@@ -197,6 +197,13 @@ def make_devkit(root: Path) -> dict:
     return spec
 
 
+def list_full_trainval(root: Path) -> None:
+    """List VOC 2007 trainval's 5,011 ids in the devkit at ``root``: a dry run reads only the
+    list, and a full-scale recipe needs at least one global batch of images an epoch."""
+    path = root / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "trainval.txt"
+    path.write_text("".join(f"{i:06d}\n" for i in range(5011)))
+
+
 def test_dataset_tensors(tmp_path):
     make_devkit(tmp_path)
     ds = VOCDetection(tmp_path)

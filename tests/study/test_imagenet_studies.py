@@ -82,9 +82,10 @@ def test_refinements_plan_the_teachers_first_and_four_seeds_of_resnet50_d(cli, r
 def test_transfer_study_plans_every_backbone_it_uses(cli, results, data_root):
     """Cls-T8: seven Faster R-CNN runs, each reading a classification step's checkpoint, which
     is planned first (with the teachers that the distillation steps read in turn)."""
-    from tests.data.test_voc import make_devkit
+    from tests.data.test_voc import list_full_trainval, make_devkit
 
     make_devkit(data_root / "voc")
+    list_full_trainval(data_root / "voc")
     r = cli("run", STUDIES / "imagenet_transfer_frcnn.yaml", "--dry-run", "--results", results)
     assert r.code == 0, r.err
     uses = {line.split(":")[0] for line in r.out.splitlines() if line.startswith("uses ")}

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, tree_snapshot
-from tests.data.test_voc import make_devkit
+from tests.data.test_voc import list_full_trainval, make_devkit
 
 STUDIES = ROOT / "studies"
 STEPS = ["no_aug", "baseline", "cosine", "label_smoothing", "mixup"]
@@ -48,6 +48,7 @@ def test_fscenes_faster_rcnn_runs_end_to_end(cli, results, tmp_path, fmnist_root
 def voc_root(tmp_path, monkeypatch):
     root = tmp_path / "data"
     make_devkit(root / "voc")
+    list_full_trainval(root / "voc")
     monkeypatch.setenv("ABLATE_DATA", str(root))
     return root
 

@@ -10,25 +10,40 @@ from ablate.errors import AblateError
 from ablate.study.driver import plan_study
 from ablate.study.spec import load_study
 from tests.data.test_coco import make_coco_train_val
-from tests.data.test_voc import make_devkit
+from tests.conftest import make_fmnist
+from tests.data.test_voc import list_full_trainval, make_devkit
 from tests.study.test_imagenet_studies import make_imagenet_1000
 
 STUDIES = sorted(STUDIES_DIR.glob("*.yaml"))
 
 
+@pytest.fixture(scope="module")
+def fmnist_2k(tmp_path_factory):
+    """Enough training images for one global batch of the full-scale recipes (1,024)."""
+    return make_fmnist(tmp_path_factory.mktemp("fmnist2k"), n_train=2048, n_test=64)
+
+
+@pytest.fixture(scope="module")
+def scenes_cache(tmp_path_factory):
+    """One FashionScenes cache for the module: 64 scenes fill the largest proxy batch."""
+    return tmp_path_factory.mktemp("scenes")
+
+
 @pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
-def test_every_study_validates_and_composes(path, fmnist_root, tmp_path):
+def test_every_study_validates_and_composes(path, fmnist_2k, scenes_cache, tmp_path):
     study = load_study(path)
     data = study.base.get("data", "fashion_mnist")
-    extra = {"fashion_mnist": [f"data.root={fmnist_root}"],
-             "fashion_scenes": [f"data.fmnist_root={fmnist_root}", f"paths.data={tmp_path}",
-                                "data.num_train=8", "data.num_test=4"],
+    extra = {"fashion_mnist": [f"data.root={fmnist_2k}"],
+             "fashion_scenes": [f"data.fmnist_root={fmnist_2k}", f"paths.data={tmp_path}",
+                                f"data.cache_dir={scenes_cache}", "data.num_train=64",
+                                "data.num_test=4"],
              "voc": [f"paths.data={tmp_path}"], "coco": [f"paths.data={tmp_path}"],
              "imagenet": [f"paths.data={tmp_path}"]}[data]
     if data == "imagenet":
         make_imagenet_1000(tmp_path)
     if data in ("voc", "coco"):  # a tiny dataset and a stand-in pretrained file
         make_devkit(tmp_path / "voc")
+        list_full_trainval(tmp_path / "voc")
         make_coco_train_val(tmp_path / "coco")
         (tmp_path / "pretrained").mkdir()
         for name in ("darknet53.pt", "resnet50.pt", "resnet101_d.pt"):
