@@ -58,7 +58,8 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     for s in shape:
         expected *= s
     if t.numel() != expected:
-        raise AblateError(f"{path}: truncated idx file ({t.numel()} of {expected} values)")
+        raise AblateError(f"{path}: {t.numel()} values where the header says {expected}: "
+                          "truncated or corrupt idx file")
     return t.view(*shape)
 
 
@@ -157,8 +158,9 @@ def idx_shape(path: Path) -> tuple[int, ...]:
         count *= s
     expected = len(head) + count * _DTYPES[head[2]].itemsize
     if size != expected % 2**32:
-        raise AblateError(f"{path}: {size} bytes, but its header {tuple(shape)} needs "
-                          f"{expected}: truncated or not Fashion-MNIST")
+        where = "its gzip trailer says" if path.suffix == ".gz" else "it holds"
+        raise AblateError(f"{path}: {where} {size} bytes, but its header {tuple(shape)} needs "
+                          f"{expected}: truncated or corrupt")
     return shape
 
 
