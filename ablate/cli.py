@@ -82,7 +82,8 @@ def run(
              "the visible GPUs); on CPU K processes share the cores, which only pays with "
              "enough cores; with launcher=slurm K jobs at a time."),
     results: Path = _results_option(),
-    force: bool = typer.Option(False, help="Re-run steps whose config changed or completed "
+    force: bool = typer.Option(False, help="Re-run steps that completed, were interrupted, "
+                                           "or whose config changed or files are damaged "
                                            "(old runs are moved to .replaced/, never deleted)."),
     keep_going: bool = typer.Option(False, help="Continue with the next step after a failure."),
     dry_run: bool = typer.Option(False, help="Print what would run, be skipped or shared, and how "
@@ -155,11 +156,16 @@ def _lead(spec, scale, root, plans, deps, *, nproc, parallel, force, keep_going,
     if dry_run:
         _print_plan(spec, scale, plans, deps, nproc, parallel)
         return
+    if all(p.action == "skip" for p in plans):  # nothing to write: a read-only folder will do
+        for p in plans:
+            console.print(f"skip {p.step.id} seed {p.seed} (completed)")
+        sys.stdout.write("\n" + report.to_markdown(report.build_report(spec, out_dir, scale)))
+        return
     if refused:
         lines = "\n".join(f"  {p.run_dir}: {p.reason}" for p in refused)
-        raise AblateError(f"{spec.path}: refusing to overwrite results whose config changed:\n"
-                          f"{lines}\nre-run with --force to move them to "
-                          f"{out_dir / '.replaced'} and start again")
+        raise AblateError(f"{spec.path}: refusing to touch runs that cannot be skipped or "
+                          f"resumed:\n{lines}\nre-run with --force to move them to "
+                          f"{out_dir / '.replaced'} (kept) and start them again")
     from ablate.study.runner import check_launches
 
     try:
@@ -408,6 +414,10 @@ def main() -> None:
         sys.exit(130)
     except _USAGE_ERROR as e:  # usage, then one line: "Error: No such option: --bogus"
         e.show()
+        sys.exit(2)
+    except OSError as e:  # a read-only or full results folder, a path that is not a folder
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 

@@ -26,10 +26,12 @@ from ablate.config import CONF_DIR, compose
 from ablate.errors import AblateError
 
 MAX_CHECKED = 256  # sweep combinations validated up front
+FAILED: list[str] = []  # "run folder: reason" of each failed job of this invocation
 
 
-def validate(args: list[str]) -> None:
-    """Compose every sweep combination (up to ``MAX_CHECKED``) and check tricks and data."""
+def validate(args: list[str]) -> Path:
+    """Compose every sweep combination (up to ``MAX_CHECKED``) and check tricks and data.
+    Returns the results root (``paths.results``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -53,8 +55,10 @@ def validate(args: list[str]) -> None:
         choices.append([f"{prefix}{o.get_key_element()}={v}" for v in values])
     from ablate.launch import check, check_layout, nproc_for
 
+    root = None
     for combo in itertools.islice(itertools.product(*choices), MAX_CHECKED):
         cfg = compose(combo)
+        root = root or Path(cfg.paths.results)
         if cfg.launcher.name == "multinode":
             raise AblateError("launcher=multinode runs studies: use `ablate run STUDY --set "
                               "launcher=multinode …` on every node (docs/launchers.md)")
@@ -64,6 +68,21 @@ def validate(args: list[str]) -> None:
         check_layout(cfg, nproc_for(cfg.launcher))
         data = OmegaConf.to_container(cfg.data, resolve=True)
         check_schedule(cfg, DATASETS.get(data.pop("name")).check(**data))
+    return root
+
+
+def claim_folder(parent: Path, stamp: str) -> Path:
+    """A new folder ``parent/stamp`` (``stamp_1``, ``stamp_2``, … when taken), created
+    atomically, so that runs started in the same second never share one."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in itertools.count():
+        folder = parent / (stamp if i == 0 else f"{stamp}_{i}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
 
 
 def _one_task_per_job() -> None:
@@ -85,6 +104,7 @@ def _one_task_per_job() -> None:
 def _job(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    from ablate.engine.run_io import atomic_write_text
     from ablate.launch import launch_run, nproc_for
 
     _one_task_per_job()
@@ -92,22 +112,24 @@ def _job(cfg: DictConfig) -> float | None:
     run_dir = Path(hc.runtime.output_dir)
     OmegaConf.resolve(cfg)
     config = run_dir / "config.yaml"
-    OmegaConf.save(cfg, config)
-    (run_dir / "overrides.yaml").write_text(
-        OmegaConf.to_yaml(OmegaConf.create({"overrides": list(hc.overrides.task)})))
+    atomic_write_text(config, OmegaConf.to_yaml(cfg))
+    atomic_write_text(run_dir / "overrides.yaml",
+                      OmegaConf.to_yaml(OmegaConf.create({"overrides": list(hc.overrides.task)})))
     print(f"run folder: {run_dir}", flush=True)
     from ablate.study.progress import StudyProgress
+
+    from ablate.study.runner import failure_reason
+    from ablate.study.share import read_metrics
 
     with StudyProgress(1) as progress:
         progress.start_run(1, "train", cfg.seed, "run")
         code = launch_run(config, cfg.launcher, nproc_for(cfg.launcher), progress.line)
-    import json
-
-    metrics_path = run_dir / "metrics.json"
-    result = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    if code != 0 or result.get("status") != "completed":
-        raise RuntimeError(f"run failed ({result.get('reason') or f'exit code {code}'}); see "
-                           f"{run_dir / 'stdout.log'}")
+        result = read_metrics(run_dir) or {}
+        if code != 0 or result.get("status") != "completed":
+            reason = failure_reason(run_dir, code, result)
+            progress.note(f"FAILED: {reason}")
+            FAILED.append(f"{run_dir}: {reason}")
+            return None  # a sweep goes on with its other jobs
     return result["metrics"].get(result.get("primary_metric", ""))
 
 
@@ -125,12 +147,18 @@ def main(args: list[str], results: Path | None = None) -> int:
     if results is not None and not any(a.split("=")[0].lstrip("+") == "paths.results"
                                        for a in args):
         args = [*args, f"paths.results={format_value(str(results))}"]
-    validate(args)
-    defaults = ["hydra.job.name=train", "hydra.job.chdir=false",
-                "hydra.run.dir=${paths.results}/train/${now:%Y-%m-%d_%H-%M-%S}",
-                "hydra.sweep.dir=${paths.results}/multirun/${now:%Y-%m-%d_%H-%M-%S}",
-                "hydra.sweep.subdir=${hydra.job.num}"]
+    root = validate(args)
     given = {a.split("=")[0] for a in args}
+    multirun = "-m" in args or "--multirun" in args
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    defaults = ["hydra.job.name=train", "hydra.job.chdir=false",
+                "hydra.sweep.subdir=${hydra.job.num}"]
+    if key not in given:
+        import time
+
+        folder = claim_folder(root / ("multirun" if multirun else "train"),
+                              time.strftime("%Y-%m-%d_%H-%M-%S"))
+        defaults.append(f"{key}={format_value(str(folder))}")
     flags = [a for a in args if a.startswith("-")]  # -m, --multirun, --cfg … before overrides
     overrides = [a for a in args if not a.startswith("-")]
     argv = ["ablate-train", *flags, *[d for d in defaults if d.split("=")[0] not in given],
@@ -138,10 +166,16 @@ def main(args: list[str], results: Path | None = None) -> int:
     app = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_job)
     old = sys.argv
     sys.argv = argv
+    FAILED.clear()
     try:
         app()
     except SystemExit as e:
-        return int(e.code or 0)
+        if e.code:
+            return int(e.code)
     finally:
         sys.argv = old
+    if FAILED:
+        print(f"error: {len(FAILED)} run{'s' * (len(FAILED) > 1)} failed:\n  "
+              + "\n  ".join(FAILED), file=sys.stderr, flush=True)
+        return 1
     return 0

@@ -2,7 +2,10 @@
 
 Hydra-free: it reads the resolved config the driver wrote. Every rank trains; the main rank
 (rank 0 on one node; the first rank of node 0 on several) writes ``log.csv``,
-``checkpoints/last.pt`` and finally ``metrics.json`` (atomically). An interrupted run resumes
+``checkpoints/last.pt`` and finally ``metrics.json`` (atomically). Any failure once the run
+folder is locked — in setup, training or evaluation — is a result too: ``metrics.json`` with
+status ``failed`` and the reason (the traceback goes to the log); only an interruption
+(Ctrl-C, SIGTERM, a kill) leaves none, so that the next ``ablate run`` resumes. An interrupted run resumes
 from its last checkpoint when the config hash matches: the main rank reads it and sends it to
 the others, so other nodes need not see the run folder, and a checkpoint written by another
 number of processes resumes too (same global batch; see ``engine.dist``).
@@ -17,6 +20,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -75,7 +79,8 @@ def run_lock(run_dir: Path, dist: DistInfo) -> Iterator[None]:
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".run.lock", "a+") as f:
+    with os.fdopen(os.open(run_dir / ".run.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                           | os.O_CLOEXEC, 0o666), "r+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -101,39 +106,55 @@ def run(config_path: str | Path) -> dict[str, Any]:
         return _run(cfg, run_dir, chash, dist)
 
 
+def failure_reason(e: BaseException) -> str:
+    """One line for ``metrics.json`` and the console: the message of a user error, else the
+    exception's type and the first line of its message."""
+    if isinstance(e, AblateError):
+        return str(e)
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first[:300]}" if first else type(e).__name__
+
+
 def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
     started = time.time()
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    if dist.device.type == "cpu":
-        # fp32 training drifts into denormal numbers, which x86 CPUs process ~2-10× slower
-        # (measured: 627 → 1469 img/s for the tiny ResNet after 40 steps); flush them to zero.
-        torch.set_flush_denormal(True)
-    if cfg.train.get("threads"):
-        torch.set_num_threads(int(cfg.train.threads))
-    built = build(cfg, dist)
-    setup_time = time.time() - started
-    trainer = Trainer(built, dist, run_dir, seed=cfg.seed, eval_every=cfg.train.eval_every,
-                      log_every=cfg.train.log_every, extra_state={"config_hash": chash})
-    resumed_from = None
-    ckpt = run_io.load_checkpoint(trainer.ckpt_path) \
-        if dist.is_main and trainer.ckpt_path.is_file() else None
-    ckpt = broadcast_object(ckpt, dist.main_rank)
-    if ckpt is not None:
-        if ckpt.get("config_hash") != chash:
-            raise AblateError(f"{trainer.ckpt_path} belongs to another config "
-                              f"({ckpt.get('config_hash')} ≠ {chash}); refusing to resume")
-        trainer.load_state_dict(ckpt)
-        resumed_from = trainer.state.epoch
-        if dist.is_main:
-            run_io.emit("resume", epoch=resumed_from)
-    status, reason, metrics = "completed", None, {}
+    built = trainer = None
+    setup_time, resumed_from = 0.0, None
+    status, reason, metrics, unexpected = "completed", None, {}, False
     try:
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        if dist.device.type == "cpu":
+            # fp32 training drifts into denormal numbers, which x86 CPUs process ~2-10× slower
+            # (measured: 627 → 1469 img/s for the tiny ResNet after 40 steps); flush them.
+            torch.set_flush_denormal(True)
+        if cfg.train.get("threads"):
+            torch.set_num_threads(int(cfg.train.threads))
+        built = build(cfg, dist)
+        setup_time = time.time() - started
+        trainer = Trainer(built, dist, run_dir, seed=cfg.seed, eval_every=cfg.train.eval_every,
+                          log_every=cfg.train.log_every, extra_state={"config_hash": chash})
+        ckpt = run_io.load_checkpoint(trainer.ckpt_path) \
+            if dist.is_main and trainer.ckpt_path.is_file() else None
+        ckpt = broadcast_object(ckpt, dist.main_rank)
+        if ckpt is not None:
+            if ckpt.get("config_hash") != chash:
+                raise AblateError(f"{trainer.ckpt_path} belongs to another config "
+                                  f"({ckpt.get('config_hash')} ≠ {chash}); refusing to resume")
+            trainer.load_state_dict(ckpt)
+            resumed_from = trainer.state.epoch
+            if dist.is_main:
+                run_io.emit("resume", epoch=resumed_from)
         metrics = trainer.fit()
     except NonFiniteLoss as e:
         status, reason = "failed", str(e)
+    except Exception as e:  # noqa: BLE001  (any failure is recorded as the run's result)
+        status, reason, unexpected = "failed", failure_reason(e), True
+        traceback.print_exc()
     finally:
-        close_loaders(built.train_loader, built.eval_loader)
-    last = trainer.history[-1] if trainer.history else {}
+        if built is not None:
+            close_loaders(built.train_loader, built.eval_loader)
+    history = trainer.history if trainer is not None else []
+    last = history[-1] if history else {}
+    train_time = trainer.train_time if trainer is not None else 0.0
     result = {
         "schema_version": run_io.SCHEMA_VERSION,
         "status": status,
@@ -142,18 +163,17 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
         "primary_metric": PRIMARY.get(cfg.model.task, "top1"),
         "metrics": {**metrics, "train_loss": last.get("train_loss")},
         "seed": int(cfg.seed),
-        "epochs": int(trainer.state.epoch),
-        "iterations": int(trainer.state.iteration),
+        "epochs": int(trainer.state.epoch) if trainer is not None else 0,
+        "iterations": int(trainer.state.iteration) if trainer is not None else 0,
         "wall_time_s": round(time.time() - started, 3),
         "setup_time_s": round(setup_time, 3),
-        "train_time_s": round(trainer.train_time, 3),
-        "eval_time_s": round(trainer.eval_time, 3),
-        "data_wait_s": round(trainer.data_wait, 3),
-        "data_wait_share": round(trainer.data_wait / trainer.train_time, 4)
-        if trainer.train_time else 0.0,
-        "images_per_s": round(trainer.images / trainer.train_time, 1) if trainer.train_time else 0,
-        "precision": built.precision.name,
-        "tricks": {t.name: t.describe() for t in built.tricks},
+        "train_time_s": round(train_time, 3),
+        "eval_time_s": round(trainer.eval_time, 3) if trainer is not None else 0.0,
+        "data_wait_s": round(trainer.data_wait, 3) if trainer is not None else 0.0,
+        "data_wait_share": round(trainer.data_wait / train_time, 4) if train_time else 0.0,
+        "images_per_s": round(trainer.images / train_time, 1) if train_time else 0,
+        "precision": built.precision.name if built is not None else None,
+        "tricks": {t.name: t.describe() for t in built.tricks} if built is not None else {},
         "config_hash": chash,
         "git_commit": _git_commit(),
         "torch_version": torch.__version__,
@@ -165,7 +185,8 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
     if dist.is_main:
         run_io.atomic_write_json(run_dir / "metrics.json", result)
         run_io.emit("done", status=status, reason=reason, metrics=result["metrics"])
-    barrier()
+    if not unexpected:  # after an error on one rank the others may never get here
+        barrier()
     return result
 
 

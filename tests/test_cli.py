@@ -54,7 +54,7 @@ def test_changed_config_is_refused_then_force_keeps_old_run(cli, results, fmnist
     out = results / "fmnist_refinements" / "smoke"
     before = tree_snapshot(out)
     r = cli(*_inproc(results, fmnist_root, "--only", "efficient", "--set", "optim.lr=0.05"))
-    assert r.code == 2 and "refusing to overwrite" in r.err and "--force" in r.err
+    assert r.code == 2 and "refusing to touch runs" in r.err and "--force" in r.err
     assert tree_snapshot(out) == before
     r = cli(*_inproc(results, fmnist_root, "--only", "efficient", "--set", "optim.lr=0.05",
                      "--force"))

@@ -101,3 +101,30 @@ def test_train_results_flag_and_variable(cli, tmp_path, fmnist_root, monkeypatch
     r = cli("train", *args, "seed=1")
     assert r.code == 0, r.out + r.err
     assert len(list((tmp_path / "env" / "train").glob("*/metrics.json"))) == 1
+
+
+def test_a_failed_train_run_says_why_without_a_traceback(cli, tmp_path, fmnist_root):
+    r = cli("train", "--results", tmp_path, "launcher=inprocess", f"data.root={fmnist_root}",
+            "data.train_subset=64", "data.test_subset=50", "train.batch_size=32",
+            "train.epochs=1", "model.in_chans=3")  # a model that cannot take 1-channel images
+    (run,) = (tmp_path / "train").iterdir()
+    reason = json.loads((run / "metrics.json").read_text())["reason"]
+    assert r.code == 1 and reason.startswith("RuntimeError: Given groups=1")
+    assert f"FAILED: {reason}" in r.out.replace("\n", " ")
+    assert r.err == f"error: 1 run failed:\n  {run}: {reason}\n"
+    assert "Traceback" in (run / "stdout.log").read_text()  # the details stay in the log
+
+
+def test_train_runs_started_in_the_same_second_get_their_own_folders(cli, tmp_path, fmnist_root,
+                                                                     monkeypatch):
+    import time
+
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "2026-01-02_03-04-05")  # one second
+    args = ("train", "--results", tmp_path, "launcher=inprocess", f"data.root={fmnist_root}",
+            "data.train_subset=64", "data.test_subset=50", "train.batch_size=32",
+            "train.epochs=1")
+    for _ in range(3):
+        assert cli(*args).code == 0
+    runs = sorted(p.name for p in (tmp_path / "train").iterdir())
+    assert runs == ["2026-01-02_03-04-05", "2026-01-02_03-04-05_1", "2026-01-02_03-04-05_2"]
+    assert all((tmp_path / "train" / p / "metrics.json").is_file() for p in runs)

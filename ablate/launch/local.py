@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ablate.engine.run_io import open_log
 from ablate.launch._proc import Lines, OnLine, tracked
 
 
@@ -37,15 +38,14 @@ def run_command(cmd: Sequence[str], log_path: Path, on_line: OnLine | None = Non
                 env: Mapping[str, str] | None = None) -> int:
     """Run ``cmd`` (torchrun), tee its output into ``log_path``; return its exit code."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
+    with open_log(log_path) as log:
         proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env=full_env)
         try:
             with tracked(lambda: proc.send_signal(signal.SIGTERM)):
                 assert proc.stdout is not None
                 for line in proc.stdout:
-                    log.write(line)
+                    log.write(line.encode())
                     log.flush()
                     if on_line is not None:
                         on_line(line)
@@ -117,10 +117,10 @@ def _forked_worker(config: str, driver_pid: int | None = None,
 
             torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
 
-    fd = os.open(Path(config).parent / "stdout.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    log = open_log(Path(config).parent / "stdout.log")
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    log.close()
     code = 1
     try:
         from ablate.worker import main
@@ -190,8 +190,8 @@ def run_forked(config: Path, on_line: OnLine | None = None,
                env: Mapping[str, str] | None = None) -> int:
     """Run one worker process forked from a preloaded server; follow its stdout.log."""
     log_path = config.parent / "stdout.log"
-    log_path.touch()
-    with open(log_path, "rb") as log:
+    open_log(log_path).close()
+    with os.fdopen(os.open(log_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as log:
         log.seek(0, os.SEEK_END)
         proc = _forkserver().Process(target=_forked_worker,
                                      args=(str(config), os.getpid(), dict(env or {})))
@@ -225,10 +225,10 @@ def run_inprocess(config: Path, on_line: OnLine | None = None) -> int:
     from ablate.worker import run
 
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        result = run(config)
-    with (config.parent / "stdout.log").open("a") as log:
-        log.write(buf.getvalue())
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):  # as the log of a
+        result = run(config)                                            # worker process
+    with open_log(config.parent / "stdout.log") as log:
+        log.write(buf.getvalue().encode())
     if on_line is not None:
         for line in buf.getvalue().splitlines(keepends=True):
             on_line(line)

@@ -28,6 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from ablate.engine.run_io import atomic_write_text
 from ablate.errors import AblateError
 from ablate.launch._proc import OnLine
 from ablate.launch.local import run_command
@@ -271,7 +272,7 @@ def follow(configs: Mapping[str, tuple[Any, str]], cfg: Mapping[str, Any], nproc
                 continue
             run_dir = spool / key
             run_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(cfg_k, run_dir / "config.yaml")
+            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg_k))
             env = worker_env(cfg)
             if msg.get("devices") is not None:
                 env["CUDA_VISIBLE_DEVICES"] = msg["devices"]

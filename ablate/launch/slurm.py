@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 from submitit.helpers import Checkpointable
 
+from ablate.engine.run_io import atomic_write_text, open_log
 from ablate.errors import AblateError
 from ablate.launch._proc import STOP, Lines, OnLine
 
@@ -270,10 +271,7 @@ def _local_controller_alive(pid: int) -> bool:
 
 
 def _write_record(run_dir: Path, record: Mapping[str, Any]) -> None:
-    path = run_dir / RECORD
-    tmp = path.with_name(f".{RECORD}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(run_dir / RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def _read_record(run_dir: Path) -> dict[str, Any] | None:
@@ -351,7 +349,7 @@ def follow(job: Job, record: dict[str, Any], run_dir: Path, on_line: OnLine | No
     # SLURM: ask sacct every poll_s (often once the worker wrote its metrics); local: always
     every = 0.0 if job.executor == "local" else poll_s
     next_check, saved, active = 0.0, time.time(), True
-    with open(run_dir / "stdout.log", "ab") as log:
+    with open_log(run_dir / "stdout.log") as log:
         while True:
             now = time.time()
             if now >= next_check:

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.config import compose, config_hash, to_overrides
+from ablate.engine.run_io import atomic_write_text
 from ablate.errors import AblateError, did_you_mean
 from ablate.study.share import mark_shared
 from ablate.study.spec import Step, Study
@@ -331,29 +332,80 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def symlink_in(folder: Path) -> Path | None:
+    """The first symbolic link at or under ``folder`` (not followed), or None."""
+    if folder.is_symlink():
+        return folder
+    for top, dirs, files in os.walk(folder):
+        for name in sorted(dirs + files):
+            if (Path(top) / name).is_symlink():
+                return Path(top) / name
+    return None
+
+
+def checkpoint_hash(path: Path) -> str | None:
+    """The config hash a checkpoint was written under, read without loading its tensors
+    (memory-mapped); raises for a file that is not a readable checkpoint."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return state.get("config_hash") if isinstance(state, dict) else None
+
+
 def decide(plan: RunPlan, force: bool) -> None:
     """Set ``plan.action``: skip a completed run of the same config, resume an interrupted one,
-    refuse to touch a run of another config unless ``force``."""
+    retry a failed one; refuse (unless ``force``, which moves it aside and starts again) a run
+    of another config, or one whose files are damaged. A folder without a result or a
+    checkpoint holds nothing to keep: it is simply run again."""
     d = plan.run_dir
     if not d.exists() or not any(d.iterdir()):
         plan.action = "run"
         return
-    old_hash = config_hash(OmegaConf.load(d / "config.yaml")) if (d / "config.yaml").is_file() \
-        else None
-    metrics = _read_json(d / "metrics.json")
-    if old_hash != plan.hash:
+    link = symlink_in(d)
+    if link is not None:  # a write there could land anywhere: never write into this folder
         plan.action = "rerun" if force else "refuse"
-        plan.reason = f"its config changed ({old_hash} → {plan.hash})"
+        plan.reason = f"{link} is a symbolic link"
         return
-    if metrics and metrics.get("status") == COMPLETED:
+    ckpt = d / "checkpoints" / "last.pt"
+    has_metrics, has_ckpt = (d / "metrics.json").exists(), ckpt.is_file()
+    if not has_metrics and not has_ckpt:
+        plan.action, plan.reason = "rerun", "started before, no checkpoint"
+        return
+    metrics = _read_json(d / "metrics.json") if has_metrics else None
+    problem = None
+    try:
+        old_hash = config_hash(OmegaConf.load(d / "config.yaml")) \
+            if (d / "config.yaml").is_file() else None
+    except Exception as e:  # noqa: BLE001  (YAML or OmegaConf errors: a damaged file)
+        old_hash, problem = None, f"its config.yaml is unreadable ({_first_line(e)})"
+    if problem is None and old_hash != plan.hash:
+        problem = f"its config changed ({old_hash} → {plan.hash})"
+    if problem is None and has_metrics and not (isinstance(metrics, dict) and
+                                               metrics.get("status") in (COMPLETED, FAILED)):
+        problem = "its metrics.json is unreadable or not a result"
+    if problem is None and metrics is None:  # interrupted: can its checkpoint resume it?
+        try:
+            ck_hash = checkpoint_hash(ckpt)
+        except Exception as e:  # noqa: BLE001  (a truncated or foreign file)
+            problem = f"its checkpoint {ckpt.name} is unreadable ({_first_line(e)})"
+        else:
+            if ck_hash != plan.hash:
+                problem = f"its checkpoint belongs to another config ({ck_hash} ≠ {plan.hash})"
+    if problem is not None:
+        plan.action, plan.reason = ("rerun" if force else "refuse"), problem
+    elif metrics is not None and metrics["status"] == COMPLETED:
         plan.action, plan.result = ("rerun", {}) if force else ("skip", metrics)
         plan.reason = "completed" if not force else "--force"
-    elif metrics and metrics.get("status") == FAILED:
+    elif metrics is not None:
         plan.action, plan.reason = "rerun", f"failed before: {metrics.get('reason')}"
-    elif (d / "checkpoints" / "last.pt").is_file():
-        plan.action, plan.reason = "resume", "interrupted"
     else:
-        plan.action, plan.reason = "run", "started before, no checkpoint"
+        plan.action, plan.reason = ("rerun", "interrupted, --force") if force else \
+            ("resume", "interrupted")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def set_aside(plan: RunPlan, out_dir: Path) -> None:
@@ -370,7 +422,11 @@ def study_lock(out_dir: Path) -> Iterator[None]:
     the other nodes take no lock and write nothing here, see ``ablate.launch.multinode``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / ".lock"
-    f = open(path, "a+")
+    try:
+        f = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              0o666), "r+")
+    except OSError as e:
+        raise AblateError(f"cannot open the study lock {path}: {e.strerror}") from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -392,13 +448,16 @@ def study_lock(out_dir: Path) -> Iterator[None]:
 def write_run_files(plan: RunPlan) -> Path:
     """Write the run's resolved ``config.yaml`` (what the worker reads) and ``overrides.yaml``
     (how it was chosen) into its run folder; returns the config's path."""
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    link = symlink_in(plan.run_dir)
+    if link is not None:
+        raise AblateError(f"{link} is a symbolic link: refusing to write into {plan.run_dir}; "
+                          "remove it (or the run folder) first")
     config = plan.run_dir / "config.yaml"
-    OmegaConf.save(plan.cfg, config)
-    (plan.run_dir / "overrides.yaml").write_text(
-        OmegaConf.to_yaml(OmegaConf.create({"step": plan.step.id, "seed": plan.seed,
-                                            "tricks": plan.step.tricks,
-                                            "overrides": plan.overrides})))
+    atomic_write_text(config, OmegaConf.to_yaml(plan.cfg))
+    atomic_write_text(plan.run_dir / "overrides.yaml",
+                      OmegaConf.to_yaml(OmegaConf.create({"step": plan.step.id, "seed": plan.seed,
+                                                          "tricks": plan.step.tricks,
+                                                          "overrides": plan.overrides})))
     return config
 
 

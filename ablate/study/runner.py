@@ -42,6 +42,32 @@ def check_launches(plans: list[RunPlan], nproc: int | str | None, parallel: int
     return counts, device_slots(launches[0].cfg.launcher, max(counts.values()), parallel)
 
 
+def exit_reason(code: int) -> str:
+    """What a worker's exit code says when it left no ``metrics.json``: a signal (negative
+    code, or 128 + the signal's number from a shell or torchrun), or a plain exit."""
+    import signal
+
+    number = -code if code < 0 else code - 128 if 128 < code < 128 + 65 else None
+    try:
+        name = signal.Signals(number).name if number else None
+    except ValueError:
+        name = None
+    if name is None:
+        return f"worker exited with code {code} before writing metrics.json"
+    hint = " (out of memory? or killed by hand)" if name == "SIGKILL" else ""
+    return f"worker killed by {name}{hint}"
+
+
+def failure_reason(run_dir: Path, code: int, result: dict[str, Any]) -> str:
+    """Why a run failed, for the console: its ``metrics.json``'s reason, else what the exit code
+    says, where the log is and whether the next ``ablate run`` resumes it."""
+    if result.get("reason"):
+        return str(result["reason"])
+    resumes = (run_dir / "checkpoints" / "last.pt").is_file()
+    return (f"{exit_reason(code)}; see {run_dir / 'stdout.log'}"
+            + ("; `ablate run` again resumes from its last checkpoint" if resumes else ""))
+
+
 class Runner:
     """Launches plans (one at a time, or several on disjoint devices) and collects results."""
 
@@ -71,8 +97,7 @@ class Runner:
     def collect(self, plan: RunPlan, code: int, view: Any) -> bool:
         plan.result = read_metrics(plan.run_dir) or {}
         if code != 0 or plan.result.get("status") != COMPLETED:
-            reason = plan.result.get("reason") or f"worker exited with code {code}; see " \
-                                                  f"{plan.run_dir / 'stdout.log'}"
+            reason = failure_reason(plan.run_dir, code, plan.result)
             plan.result = {**plan.result, "status": FAILED, "reason": reason}
             view.note(f"FAILED: {reason}")
             return False

@@ -27,6 +27,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
+from ablate.engine.run_io import atomic_write_text
+
 COMPLETED = "completed"
 OWN_FILES = {"config.yaml", "overrides.yaml", "metrics.json", "slurm_job.json"}
 
@@ -93,7 +95,5 @@ def link_results(source: Path, run_dir: Path) -> dict[str, Any]:
         except OSError:
             shutil.copy2(f, dest)
     metrics = {**(read_metrics(source) or {}), "shared_from": str(source)}
-    tmp = run_dir / ".metrics.json.share"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, run_dir / "metrics.json")
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

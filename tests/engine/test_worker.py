@@ -80,8 +80,26 @@ def test_checkpoint_of_another_config_is_refused(tmp_path, fmnist_root):
     config, _ = make_run(tmp_path, fmnist_root, "train.epochs=1")
     run(config)
     make_run(tmp_path, fmnist_root, "train.epochs=2")
-    with pytest.raises(AblateError, match="belongs to another config"):
-        run(config)
+    (tmp_path / "metrics.json").unlink()  # as if interrupted
+    result = run(config)
+    assert result["status"] == "failed" and "belongs to another config" in result["reason"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["reason"] == result["reason"]
+
+
+@pytest.mark.parametrize("override, reason", [
+    # setup: the data vanished between the check and the launch
+    ("data.root=/nonexistent", "Fashion-MNIST not found: /nonexistent does not exist"),
+    # training: an exception of the code (a model that cannot take the input)
+    ("model.in_chans=3", "RuntimeError: Given groups=1, weight of size"),
+])
+def test_any_exception_is_a_failed_result_with_its_reason(tmp_path, fmnist_root, override,
+                                                          reason, capsys):
+    config, _ = make_run(tmp_path, fmnist_root, override)
+    result = run(config)
+    assert result["status"] == "failed" and result["reason"].startswith(reason)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert (saved["status"], saved["reason"], saved["epochs"]) == ("failed", result["reason"], 0)
+    assert "Traceback" in capsys.readouterr().err  # the details, for the log
 
 
 def test_non_finite_loss_is_recorded_as_failure(tmp_path, fmnist_root):

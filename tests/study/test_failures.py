@@ -1,0 +1,225 @@
+"""What the console says of a failed run: the reason its worker recorded, or what its exit code
+means when it recorded none (a kill), and whether the next `ablate run` resumes it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ablate.study.runner import exit_reason, failure_reason
+
+
+@pytest.mark.parametrize("code, text", [
+    (1, "worker exited with code 1 before writing metrics.json"),
+    (-9, "worker killed by SIGKILL (out of memory? or killed by hand)"),
+    (137, "worker killed by SIGKILL (out of memory? or killed by hand)"),
+    (-15, "worker killed by SIGTERM"),
+    (143, "worker killed by SIGTERM"),
+    (255, "worker exited with code 255 before writing metrics.json"),
+])
+def test_exit_codes(code, text):
+    assert exit_reason(code) == text
+
+
+def test_reason_prefers_the_recorded_one_then_says_whether_it_resumes(tmp_path):
+    assert failure_reason(tmp_path, 1, {"reason": "non-finite loss in epoch 2"}) == \
+        "non-finite loss in epoch 2"
+    assert failure_reason(tmp_path, -9, {}) == (
+        f"worker killed by SIGKILL (out of memory? or killed by hand); see "
+        f"{tmp_path / 'stdout.log'}")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
+    assert failure_reason(tmp_path, -9, {}).endswith(
+        "; `ablate run` again resumes from its last checkpoint")
+
+
+def test_a_failing_setup_is_a_result_shown_on_the_console_and_in_the_report(
+        cli, results, tmp_path, monkeypatch):
+    """The data passes the plan-time check, then breaks before the worker reads it."""
+    import dataclasses
+
+    import ablate.engine.setup as setup
+    from tests.conftest import ROOT, make_fmnist
+
+    root = make_fmnist(tmp_path / "fm", n_train=600, n_test=200)
+    study = ROOT / "studies" / "fmnist_refinements.yaml"
+    args = ("run", study, "--scale", "smoke", "--results", results, "--only", "efficient",
+            "--set", f"data.root={root}", "--set", "launcher=inprocess")
+    source = setup.DATASETS.get("fashion_mnist")
+
+    def broken(**kw):
+        (root / "train-labels-idx1-ubyte.gz").write_bytes(b"gone")
+        return source.build(**kw)
+
+    monkeypatch.setitem(setup.DATASETS._items, "fashion_mnist",
+                        dataclasses.replace(source, build=broken))
+    r = cli(*args)
+    reason = f"{root / 'train-labels-idx1-ubyte.gz'}: not a readable gzip file"
+    assert r.code == 1
+    assert f"FAILED: {reason}" in r.out.replace("\n", " ")
+    assert f"error: step 'efficient' (seed 0) failed: {reason}" in r.err.replace("\n", " ")
+    saved = json.loads((results / "fmnist_refinements" / "smoke" / "efficient" / "seed0" /
+                        "metrics.json").read_text())
+    assert saved["status"] == "failed" and saved["reason"].startswith(reason)
+    assert f"seed 0 failed: {reason}" in r.out.replace("\n", " ")  # the report under the table
+
+
+# --- damaged or foreign state in a run folder ---------------------------------------------------
+
+def _args(results, root, *more):
+    from tests.conftest import ROOT
+
+    return ("run", ROOT / "studies" / "fmnist_refinements.yaml", "--scale", "smoke", "--results",
+            results, "--only", "efficient", "--set", f"data.root={root}", "--set",
+            "launcher=inprocess", *more)
+
+
+def _replaced(results):
+    return sorted(p.name for p in (results / "fmnist_refinements" / "smoke" / ".replaced")
+                  .glob("*")) if (results / "fmnist_refinements" / "smoke" / ".replaced").is_dir() \
+        else []
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("config", "its config.yaml is unreadable"),
+    ("metrics", "its metrics.json is unreadable or not a result"),
+    ("checkpoint", "its checkpoint last.pt is unreadable"),
+    ("foreign checkpoint", "its checkpoint belongs to another config"),
+])
+def test_damaged_run_folder_exits_2_then_force_moves_it_aside(cli, results, fmnist_root, damage,
+                                                              message):
+    from tests.conftest import tree_snapshot
+
+    run = results / "fmnist_refinements" / "smoke" / "efficient" / "seed0"
+    assert cli(*_args(results, fmnist_root)).code == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    if damage == "config":
+        (run / "config.yaml").write_text("train: {epochs: [\n")
+    elif damage == "metrics":
+        (run / "metrics.json").write_text('{"status": "compl')
+    elif damage == "checkpoint":
+        (run / "metrics.json").unlink()  # interrupted, with a truncated checkpoint
+        ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    else:  # the checkpoint of another config in an interrupted run of this one
+        import torch
+
+        state = torch.load(ckpt, weights_only=True)
+        state["config_hash"] = "0123456789ab"
+        torch.save(state, ckpt)
+        (run / "metrics.json").unlink()
+    before = tree_snapshot(results)
+    for dry in ((), ("--dry-run",)):
+        r = cli(*_args(results, fmnist_root, *dry))
+        if dry:
+            assert r.code == 0 and f"efficient seed 0: refuse ({message}" in r.out
+        else:
+            assert r.code == 2 and f"{run}: {message}" in r.err and "--force" in r.err
+    assert tree_snapshot(results) == before
+    r = cli(*_args(results, fmnist_root, "--force"))
+    assert r.code == 0, r.err
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    assert len(_replaced(results)) == 1  # the damaged run, kept
+
+
+def test_force_restarts_an_interrupted_run_and_keeps_it(cli, results, fmnist_root):
+    run = results / "fmnist_refinements" / "smoke" / "efficient" / "seed0"
+    assert cli(*_args(results, fmnist_root)).code == 0
+    (run / "metrics.json").unlink()
+    r = cli(*_args(results, fmnist_root, "--dry-run"))
+    assert "efficient seed 0: resume (interrupted)" in r.out
+    r = cli(*_args(results, fmnist_root, "--force"))
+    assert r.code == 0 and json.loads((run / "metrics.json").read_text())["resumed_from_epoch"] \
+        is None
+    assert len(_replaced(results)) == 1
+
+
+def test_a_folder_with_neither_result_nor_checkpoint_just_runs(cli, results, fmnist_root):
+    """Stopped before its first checkpoint, under another config: nothing to keep or resume."""
+    run = results / "fmnist_refinements" / "smoke" / "efficient" / "seed0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 5\n")
+    (run / "stdout.log").write_text("started\n")
+    r = cli(*_args(results, fmnist_root))
+    assert r.code == 0, r.err
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    assert len(_replaced(results)) == 1
+
+
+# --- writes that cannot be redirected --------------------------------------------------------
+
+def test_files_follow_the_umask(cli, results, fmnist_root):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        assert cli(*_args(results, fmnist_root)).code == 0
+    finally:
+        os.umask(old)
+    run = results / "fmnist_refinements" / "smoke" / "efficient" / "seed0"
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in
+             (run / "metrics.json", run / "log.csv", run / "config.yaml",
+              run / "checkpoints" / "last.pt", run / "stdout.log")}
+    assert modes == dict.fromkeys(modes, "0o644")
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "stdout.log", "checkpoints"])
+def test_a_symlink_planted_in_a_run_folder_is_refused(cli, results, fmnist_root, tmp_path, name):
+    from tests.conftest import tree_snapshot
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "file").write_text("keep me\n")
+    run = results / "fmnist_refinements" / "smoke" / "efficient" / "seed0"
+    run.mkdir(parents=True)
+    (run / name).symlink_to(victim / "file" if name != "checkpoints" else victim)
+    r = cli(*_args(results, fmnist_root))
+    assert r.code == 2 and f"{run / name} is a symbolic link" in r.err.replace("\n", " ")
+    assert tree_snapshot(victim) == {"file": (victim / "file").stat().st_mtime_ns}
+    assert (victim / "file").read_text() == "keep me\n"
+
+
+def test_atomic_write_creates_exclusively_and_leaves_no_temp_on_failure(tmp_path):
+    import errno
+
+    from ablate.engine import run_io
+
+    target = tmp_path / "metrics.json"
+    outside = tmp_path / "outside"
+    outside.write_text("x")
+    target.symlink_to(outside)
+    run_io.atomic_write_text(target, "{}\n")  # replaces the link, never writes through it
+    assert not target.is_symlink() and target.read_text() == "{}\n" and outside.read_text() == "x"
+
+    def full(f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        run_io.atomic_write(target, full)
+    assert target.read_text() == "{}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "outside"]
+
+
+def test_a_results_root_that_cannot_be_written_is_one_clear_error(cli, fmnist_root, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder\n")
+    r = cli(*_args(blocker / "results", fmnist_root))
+    assert r.code == 2 and r.out == "" and "Traceback" not in r.err
+    assert r.err.startswith(f"error: {blocker / 'results'}")
+
+
+def test_a_finished_study_reports_without_writing(cli, results, fmnist_root, monkeypatch):
+    from tests.conftest import tree_snapshot
+
+    assert cli(*_args(results, fmnist_root)).code == 0
+    before = tree_snapshot(results)
+    import ablate.study.driver as driver
+
+    def no_lock(*a, **k):
+        raise AssertionError("a finished study took the lock")
+
+    monkeypatch.setattr(driver, "study_lock", no_lock)
+    r = cli(*_args(results, fmnist_root))
+    assert r.code == 0 and "skip efficient seed 0 (completed)" in r.out and "| Efficient |" in r.out
+    assert tree_snapshot(results) == before
