@@ -297,7 +297,8 @@ def report(
     scale: Optional[str] = typer.Option(None, help="Which scale's results (study file input)."),
     results: Path = _results_option(),
 ) -> None:
-    """Render a study's Δ table (ours beside the paper's)."""
+    """Render a study's Δ table (ours beside the paper's); exit code 1 when a result in it
+    cannot be read."""
     from ablate.study import report as rep
 
     study, folder, scale = rep.locate(path, results, scale)
@@ -310,6 +311,10 @@ def report(
         sys.stdout.write(text)
     if plot:
         rep.plot_waterfall(r, plot)
+    if r.broken:  # shown in the table, and the exit code says so
+        print(f"error: {len(r.broken)} result{'s' * (len(r.broken) > 1)} cannot be used:\n  "
+              + "\n  ".join(r.broken), file=sys.stderr, flush=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -400,6 +405,8 @@ def data_prepare(
 def main() -> None:
     try:
         code = app(standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into exit code 130, silently
+            raise KeyboardInterrupt
         sys.exit(code if isinstance(code, int) else 0)
     except AblateError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

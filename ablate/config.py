@@ -21,9 +21,22 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = Path(os.environ.get("ABLATE_CONF", ROOT / "conf"))
 STUDIES_DIR = ROOT / "studies"
 # Keys that say where or how a run executes, not what it computes: excluded from the hash, so
-# the same step on 1 or 8 GPUs, under another results folder, with another optimizer kernel or
-# compiled, is the same result (up to float rounding, as across process counts).
-NON_SEMANTIC = ("launcher", "paths", "optim.impl", "train.compile", "train.cudnn_benchmark")
+# the same step on 1 or 8 GPUs, under another results or data folder, with another optimizer
+# kernel, thread or loader-worker count, decoding device or log interval, or compiled, is the
+# same result (up to float rounding, as across process counts).
+NON_SEMANTIC = ("launcher", "paths", "optim.impl", "train.compile", "train.cudnn_benchmark",
+                "train.threads", "train.log_every", "data.root", "data.cache_dir",
+                "data.fmnist_root", "data.num_workers", "data.decode")
+# The excluded keys before locations and thread counts were: the hash a checkpoint or result
+# written then carries (``matches``).
+LEGACY_NON_SEMANTIC = ("launcher", "paths", "optim.impl", "train.compile",
+                       "train.cudnn_benchmark")
+
+
+def matches(stored_hash: str | None, cfg: DictConfig | Mapping[str, Any]) -> bool:
+    """A hash stored in a checkpoint or result is ``cfg``'s, by today's rule or the legacy one."""
+    return stored_hash is not None and stored_hash in (config_hash(cfg),
+                                                      config_hash(cfg, LEGACY_NON_SEMANTIC))
 
 
 def format_value(value: Any) -> str:
@@ -107,12 +120,13 @@ def compose(overrides: Iterable[str] = ()) -> DictConfig:
     return cfg
 
 
-def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
+def config_hash(cfg: DictConfig | Mapping[str, Any],
+                exclude: tuple[str, ...] = NON_SEMANTIC) -> str:
     """12 hex digits of SHA-256 over the semantic part of a resolved config (sorted keys, so
     the order in which tricks are listed does not matter)."""
     data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    data = {k: v for k, v in data.items() if k not in NON_SEMANTIC}
-    for key in NON_SEMANTIC:
+    data = {k: v for k, v in data.items() if k not in exclude}
+    for key in exclude:
         head, _, leaf = key.partition(".")
         if leaf and isinstance(data.get(head), dict) and leaf in data[head]:
             data[head] = {k: v for k, v in data[head].items() if k != leaf}

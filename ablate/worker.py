@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import torch
 from omegaconf import OmegaConf
 
-from ablate.config import config_hash
+from ablate.config import config_hash, matches
 from ablate.engine import run_io
 from ablate.engine.dist import (DistInfo, all_gather_object, barrier, broadcast_object, cleanup,
                                 init_distributed)
@@ -136,7 +136,7 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
             if dist.is_main and trainer.ckpt_path.is_file() else None
         ckpt = broadcast_object(ckpt, dist.main_rank)
         if ckpt is not None:
-            if ckpt.get("config_hash") != chash:
+            if not matches(ckpt.get("config_hash"), cfg):
                 raise AblateError(f"{trainer.ckpt_path} belongs to another config "
                                   f"({ckpt.get('config_hash')} ≠ {chash}); refusing to resume")
             trainer.load_state_dict(ckpt)

@@ -64,11 +64,23 @@ def test_hash_ignores_trick_order_launcher_and_paths_but_not_values():
     assert a == config_hash(compose(["tricks=[cosine,mixup]", "optim.impl=loop",
                                      "train.compile=true", "train.cudnn_benchmark=false"]))
     assert a != config_hash(compose(["tricks=[cosine,mixup]", "train.channels_last=false"]))
+    # where the data lies, and how many threads or loader workers read it
+    assert a == config_hash(compose(["tricks=[cosine,mixup]", "data.root=/mnt/fmnist",
+                                     "train.threads=3",
+                                     "train.log_every=5"]))
+    assert a != config_hash(compose(["tricks=[cosine,mixup]", "data.train_subset=100"]))
 
 
 def test_hash_of_the_default_config_is_stable():
-    """Results written before the engine options existed keep their hash."""
-    assert config_hash(compose([])) == "47293f3591cd"
+    """The default config's hash; checkpoints and results written under the legacy rule (which
+    hashed data locations and thread counts) still match their config."""
+    from ablate.config import LEGACY_NON_SEMANTIC, matches
+
+    cfg = compose([])
+    assert config_hash(cfg) == "a09c813a0b89"
+    assert config_hash(cfg, LEGACY_NON_SEMANTIC) == "47293f3591cd"
+    assert matches("47293f3591cd", cfg) and matches("a09c813a0b89", cfg)
+    assert not matches("0123456789ab", cfg) and not matches(None, cfg)
 
 
 def test_override_formatting():

@@ -107,7 +107,11 @@ class COCODetection(torch.utils.data.Dataset):
     def _boxes(self, image_id: int) -> tuple[np.ndarray, ...]:
         """Filtered ``(xyxy float32, labels, difficult, iscrowd)`` of one image."""
         info = self.coco.imgs[image_id]
-        width, height = float(info["width"]), float(info["height"])
+        try:
+            width, height = float(info["width"]), float(info["height"])
+        except (KeyError, TypeError, ValueError):
+            raise AblateError(f"{self.ann_file}: image {image_id} has no numeric width and "
+                              "height") from None
         boxes, labels, difficult, crowd = [], [], [], []
         for ann in self.coco.imgToAnns.get(image_id, []):
             is_crowd = bool(ann.get("iscrowd", 0))
@@ -117,7 +121,11 @@ class COCODetection(torch.utils.data.Dataset):
             if cat not in self.cat_id_to_label:
                 raise AblateError(f"{self.ann_file}: annotation {ann.get('id')} has unknown "
                                   f"category_id {cat}")
-            x, y, w, h = (float(v) for v in ann["bbox"])
+            try:
+                x, y, w, h = (float(v) for v in ann["bbox"])
+            except (KeyError, TypeError, ValueError):
+                raise AblateError(f"{self.ann_file}: annotation {ann.get('id')} has no bbox of "
+                                  f"four numbers (got {ann.get('bbox')!r})") from None
             # Clip to the image: a few COCO boxes overhang the border by a fraction of a pixel.
             x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
             x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)

@@ -21,8 +21,8 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.config import compose, config_hash, to_overrides
-from ablate.engine.run_io import atomic_write_text
+from ablate.config import compose, config_hash, matches, to_overrides
+from ablate.engine.run_io import atomic_write, atomic_write_text
 from ablate.errors import AblateError, did_you_mean
 from ablate.study.share import mark_shared
 from ablate.study.spec import Step, Study
@@ -44,8 +44,24 @@ class RunPlan:
     source: Any = None  # share: a completed run folder, or the plan that runs the same config
 
 
+SOURCE = "study.source"  # the study file whose results a folder holds (see ``check_owner``)
+
+
 def study_results_dir(study: Study, results_root: Path, scale: str) -> Path:
     return _inside(results_root, results_root / study.name / scale)
+
+
+def check_owner(study: Study, out_dir: Path) -> None:
+    """Two study files with the same ``name`` would share a results folder: refuse the second
+    while the first still exists (a moved or renamed file may take its folder over)."""
+    try:
+        owner = Path((out_dir / SOURCE).read_text().strip())
+    except (OSError, UnicodeDecodeError):
+        return
+    if owner != study.path.resolve() and owner.is_file():
+        raise AblateError(f"{study.path}: its results folder {out_dir} holds the results of "
+                          f"{owner}, another study named '{study.name}'; give one of them "
+                          "another name")
 
 
 def _inside(root: Path, path: Path) -> Path:
@@ -187,6 +203,29 @@ def _substitute(value: Any, paths: dict[str, Path]) -> Any:
     return value
 
 
+def _trick_overrides(study: Study, extra: list[str], only: list[str] | None) -> dict[str, str]:
+    """``--set tricks.<name>.<option>=…`` entries → the trick they set: such an entry applies to
+    the steps where that trick is on (as a study's ``base`` does), and one that no selected
+    step uses is an error."""
+    from ablate.registry import TRICKS
+    from ablate.tricks import check_tricks  # noqa: F401  (registers the tricks)
+
+    steps = [s for s in study.steps if not only or s.id in only]
+    out = {}
+    for o in extra:
+        parts = o.split("=", 1)[0].lstrip("+~").split(".")
+        if parts[0] != "tricks" or len(parts) < 3:
+            continue
+        name = parts[1]
+        if name not in TRICKS:
+            raise AblateError(f"{study.path}: --set {o}: unknown trick '{name}'"
+                              f"{did_you_mean(name, TRICKS)}")
+        if not any(name in s.tricks for s in steps):
+            raise AblateError(f"{study.path}: --set {o}: no step here uses trick '{name}'")
+        out[o] = name
+    return out
+
+
 def plan_study(study: Study, *, scale: str, seeds: list[int] | int | None,
                only: list[str] | None,
                results_root: Path, extra: list[str] = ()) -> list[RunPlan]:
@@ -200,6 +239,8 @@ def plan_study(study: Study, *, scale: str, seeds: list[int] | int | None,
     only = study.select(only)
     base = {**study.base, **study.scale_overrides(scale)}
     out_dir = study_results_dir(study, results_root, scale)
+    check_owner(study, out_dir)
+    trick_sets = _trick_overrides(study, extra, only)
     used = {name: t[3] for name, t in use_targets(study, scale, results_root).items()}
     plans, checked_data = [], {}  # data config → training images (None: not known)
     for step in study.steps:
@@ -211,7 +252,8 @@ def plan_study(study: Study, *, scale: str, seeds: list[int] | int | None,
                                               where), used)
             overrides = [*to_overrides(chosen),
                          f"tricks=[{','.join(step.tricks)}]", f"seed={seed}",
-                         f"paths.results={results_root}", *extra]
+                         f"paths.results={results_root}",
+                         *(o for o in extra if trick_sets.get(o) in (None, *step.tricks))]
             try:
                 cfg = compose(overrides)
                 check_tricks(list(cfg.get("tricks") or {}), cfg.model.task)
@@ -272,34 +314,82 @@ def check_metrics(study: Study, cfg: Any) -> None:
                               f"{', '.join(sorted(known))})")
 
 
-def missing_weight_files(cfg: Any, produced: set[str] = frozenset(),
-                         sources: dict[str, str] | None = None) -> list[str]:
-    """Every configured weights file (``model.weights``, ``model.backbone_weights``, a trick's
-    ``weights`` such as a distillation teacher's) must exist — nothing is downloaded — unless a
-    used study step will produce it (``produced``). Returns one line per missing file, with the
-    study's ``sources`` entry for its key (how to get the file) where there is one."""
-    missing = []
+def weight_files(cfg: Any) -> dict[str, str]:
+    """Every weights file a run reads (``model.weights``, ``model.backbone_weights``, a trick's
+    ``weights`` such as a distillation teacher's), by config key."""
+    out: dict[str, str] = {}
 
     def walk(node: Any, where: str) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(v, f"{where}.{k}")
-        elif (where.endswith("weights") and isinstance(node, str) and node not in produced
-              and not Path(node).is_file()):
-            how = (sources or {}).get(where[1:])
-            missing.append(f"{where[1:]}: no file at '{node}' (weights are local files: "
-                           + (f"{how})" if how else
-                              "point the key to a checkpoint, or set it to null)"))
+        elif where.endswith("weights") and isinstance(node, str):
+            out[where[1:]] = node
 
+    tricks = cfg.get("tricks") or {}
+    walk({"model": OmegaConf.to_container(cfg.model, resolve=True),
+          "tricks": OmegaConf.to_container(tricks, resolve=True) if tricks else {}}, "")
+    return out
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str) -> str | None:
+    """SHA-256 of a file's content (None when it is missing), cached per size and mtime."""
+    import hashlib
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        with open(path, "rb") as f:
+            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _DIGESTS[key]
+
+
+def input_digests(cfg: Any) -> dict[str, dict[str, Any]]:
+    """What a run consumes, by content: ``{key: {path, sha256}}`` of its weights files."""
+    return {k: {"path": p, "sha256": file_digest(p)} for k, p in weight_files(cfg).items()}
+
+
+def changed_inputs(plan: RunPlan) -> str | None:
+    """Why a run's recorded inputs (``inputs.json``, written at launch) are not the files its
+    config names now (a teacher or backbone retrained since), or None."""
+    recorded = _read_json(plan.run_dir / INPUTS)
+    if not isinstance(recorded, dict):
+        return None  # a run from before inputs were recorded: nothing to compare
+    for key, path in weight_files(plan.cfg).items():
+        then = (recorded.get(key) or {}).get("sha256")
+        now = file_digest(path)
+        if then is not None and now != then:
+            return (f"its input {key} ({path}) changed since it ran"
+                    + ("" if now else ": the file is gone"))
+    return None
+
+
+def missing_weight_files(cfg: Any, produced: set[str] = frozenset(),
+                         sources: dict[str, str] | None = None) -> list[str]:
+    """Every configured weights file must exist — nothing is downloaded — unless a used study
+    step will produce it (``produced``). Returns one line per missing file, with the study's
+    ``sources`` entry for its key (how to get the file) where there is one."""
+    missing = []
     tricks = cfg.get("tricks") or {}
     if "distill" in tricks and not tricks.distill.get("weights"):
         missing.append("tricks.distill.weights: the teacher's checkpoint is required (a local "
                        "file, or ${uses.<name>} for a step of a teacher study)")
-    walk({"model": OmegaConf.to_container(cfg.model, resolve=True),
-          "tricks": OmegaConf.to_container(tricks, resolve=True) if tricks else {}}, "")
+    for key, path in weight_files(cfg).items():
+        if path not in produced and not Path(path).is_file():
+            how = (sources or {}).get(key)
+            missing.append(f"{key}: no file at '{path}' (weights are local files: "
+                           + (f"{how})" if how else
+                              "point the key to a checkpoint, or set it to null)"))
     return missing
 
 
+INPUTS = "inputs.json"  # the weights files a run read, by content (see ``changed_inputs``)
 ACTIONS = ("run", "resume", "rerun", "share", "skip", "refuse")  # the order a summary names them
 
 
@@ -383,13 +473,15 @@ def decide(plan: RunPlan, force: bool) -> None:
     if problem is None and has_metrics and not (isinstance(metrics, dict) and
                                                metrics.get("status") in (COMPLETED, FAILED)):
         problem = "its metrics.json is unreadable or not a result"
+    if problem is None:
+        problem = changed_inputs(plan)
     if problem is None and metrics is None:  # interrupted: can its checkpoint resume it?
         try:
             ck_hash = checkpoint_hash(ckpt)
         except Exception as e:  # noqa: BLE001  (a truncated or foreign file)
             problem = f"its checkpoint {ckpt.name} is unreadable ({_first_line(e)})"
         else:
-            if ck_hash != plan.hash:
+            if not matches(ck_hash, plan.cfg):
                 problem = f"its checkpoint belongs to another config ({ck_hash} ≠ {plan.hash})"
     if problem is not None:
         plan.action, plan.reason = ("rerun" if force else "refuse"), problem
@@ -454,6 +546,7 @@ def write_run_files(plan: RunPlan) -> Path:
                           "remove it (or the run folder) first")
     config = plan.run_dir / "config.yaml"
     atomic_write_text(config, OmegaConf.to_yaml(plan.cfg))
+    atomic_write_text(plan.run_dir / INPUTS, json.dumps(input_digests(plan.cfg), indent=2) + "\n")
     atomic_write_text(plan.run_dir / "overrides.yaml",
                       OmegaConf.to_yaml(OmegaConf.create({"step": plan.step.id, "seed": plan.seed,
                                                           "tricks": plan.step.tricks,
@@ -469,7 +562,8 @@ def execute(study: Study, plans: list[RunPlan], *, out_dir: Path, keep_going: bo
     their results; raises ``StepFailed`` for the first failure (in plan order)."""
     snapshot = out_dir / "study.yaml"
     if not snapshot.is_file() or snapshot.read_bytes() != study.path.read_bytes():
-        shutil.copyfile(study.path, snapshot)
+        atomic_write(snapshot, study.path.read_bytes())
+    atomic_write_text(out_dir / SOURCE, f"{study.path.resolve()}\n")
     todo = [p for p in plans if p.action != "skip"]
     if not todo:
         return plans

@@ -16,7 +16,10 @@ metric, ours beside the paper's; a ``factorial`` one (2 × 2, two switches) adds
 each switch at either level of the other (the Δ column and the Δ row) and their interaction,
 (d − c) − (b − a), in the corner.
 
-Reads only ``metrics.json`` files and the study file (never logs).
+Reads only ``metrics.json`` files and the study file (never logs). A ``metrics.json`` that
+cannot be read or is not a result of schema version 1 is never skipped silently: its row says
+``broken``, a note names the file and the fault, and ``Report.broken`` lists them (the CLI's
+exit code then says so).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class Row:
     label: str
     parent: str | None
     root: str
-    status: str  # completed | partial | failed | not run
+    status: str  # completed | partial | failed | broken | not run
     seeds: list[int] = field(default_factory=list)
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
@@ -74,27 +77,57 @@ class Report:
     layout: str = "chain"
     rows_title: str = "step"
     effects: dict[str, dict[str, Any]] = field(default_factory=dict)  # factorial: ours, paper
+    broken: list[str] = field(default_factory=list)  # "path: fault" of unreadable results
 
 
-def _runs(step_dir: Path) -> list[dict[str, Any]]:
-    out = []
+def schema_fault(m: Any) -> str | None:
+    """What makes ``m`` not a ``metrics.json`` of schema version 1, or None."""
+    if not isinstance(m, dict):
+        return "not a JSON object"
+    if m.get("schema_version") != 1:
+        return f"schema_version {m.get('schema_version')!r}, expected 1"
+    if m.get("status") not in ("completed", "failed"):
+        return f"status {m.get('status')!r}, expected completed or failed"
+    seed = m.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return f"seed {seed!r} is not an integer"
+    metrics = m.get("metrics")
+    if not isinstance(metrics, dict) or not all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+            for v in metrics.values()):
+        return "'metrics' is not a mapping of numbers"
+    return None
+
+
+def _runs(step_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """A step's results, and the faults of those that cannot be used (``path: fault``)."""
+    out, broken = [], []
     for p in sorted(step_dir.glob("seed*/metrics.json")):
         try:
-            out.append(json.loads(p.read_text()))
-        except (OSError, json.JSONDecodeError):
+            m = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            broken.append(f"{p}: unreadable ({why})")
             continue
-    return out
+        fault = schema_fault(m)
+        if fault:
+            broken.append(f"{p}: {fault}")
+        else:
+            out.append(m)
+    return out, broken
 
 
 def build_report(study: Study, results_dir: Path, scale: str) -> Report:
     """Collect every step's runs under ``results_dir`` and compute the deltas."""
     rows: dict[str, Row] = {}
+    all_broken: list[str] = []
     for s in study.steps:
-        runs = _runs(results_dir / s.id)
+        runs, broken = _runs(results_dir / s.id)
+        all_broken += broken
         done = [r for r in runs if r.get("status") == "completed"]
         failed = [r for r in runs if r.get("status") == "failed"]
-        status = ("completed" if done and not failed else "partial" if done
-                  else "failed" if failed else "not run")
+        status = ("completed" if done and not failed and not broken else "partial" if done
+                  else "broken" if broken else "failed" if failed else "not run")
         row = Row(s.id, s.label, s.parent, s.root, status, ref=dict(s.ref),
                   seeds=sorted(int(r.get("seed", 0)) for r in done), base=s.base or s.id,
                   column=s.column)
@@ -110,6 +143,7 @@ def build_report(study: Study, results_dir: Path, scale: str) -> Report:
                     float(r["train_time_s"]) / max(int(r.get("epochs", 1)), 1) for r in done)
         for r in failed:
             row.notes.append(f"seed {r.get('seed')} failed: {r.get('reason')}")
+        row.notes += [f"broken result {b}" for b in broken]
         rows[s.id] = row
     m = study.metric
     report_notes: list[str] = []
@@ -136,6 +170,7 @@ def build_report(study: Study, results_dir: Path, scale: str) -> Report:
                     scale, list(rows.values()), report_notes,
                     columns=[(c.id, c.label) for c in study.columns], time=study.time,
                     layout=study.layout, rows_title=study.rows_title)
+    report.broken = all_broken
     if study.layout == "factorial":
         report.effects = {"ours": _effects(report, lambda r: r.mean.get(m)),
                           "paper": _effects(report, lambda r: r.ref.get(m))}
@@ -171,6 +206,7 @@ def locate(path: Path, results_root: Path, scale: str | None) -> tuple[Study, Pa
     if path.is_file():
         study = load_study(path)
         scale = scale or study.default_scale
+        study.scale_overrides(scale)  # an unknown or undefined scale is an error
         return study, results_root / study.name / scale, scale
     if not path.is_dir():
         raise AblateError(f"{path}: neither a study file nor a results folder")

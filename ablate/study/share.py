@@ -30,7 +30,7 @@ from typing import Any, Iterable
 from ablate.engine.run_io import atomic_write_text
 
 COMPLETED = "completed"
-OWN_FILES = {"config.yaml", "overrides.yaml", "metrics.json", "slurm_job.json"}
+OWN_FILES = {"config.yaml", "overrides.yaml", "inputs.json", "metrics.json", "slurm_job.json"}
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:

@@ -216,15 +216,53 @@ def _numbers(path: Path, where: str, value: Any, what: str) -> dict[str, float]:
     return out
 
 
+MAX_VALUES = 100_000  # a study file expands to far fewer values, aliases included
+
+
+def check_expansion(root: Any, path: Path) -> None:
+    """Refuse YAML whose aliases expand without bound (a "billion laughs" file, or an alias of
+    its own parent) before anything expands it: counts the values it stands for, each node
+    once."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+
+    def size(node: Any) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in visiting:
+            raise AblateError(f"{path}: a YAML alias refers to its own parent (an endless value)")
+        visiting.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            n = 1 + sum(size(c) for c in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            n = 1
+        visiting.discard(id(node))
+        if n > MAX_VALUES:
+            raise AblateError(f"{path}: expands to more than {MAX_VALUES:,} values through YAML "
+                              "aliases; refusing to read it")
+        sizes[id(node)] = n
+        return n
+
+    if root is not None:
+        size(root)
+
+
 def load_study(path: str | Path) -> Study:
     """Read, check and resolve a study file. Raises ``AblateError`` naming file/step/item."""
     path = Path(path)
     if not path.is_file():
         raise AblateError(f"study file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        check_expansion(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise AblateError(f"{path}: malformed YAML: {e}".replace("\n", " ")) from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        what = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else "nested too deeply"
+        raise AblateError(f"{path}: {what}") from None
     if not isinstance(raw, dict):
         raise AblateError(f"{path}: a study must be a YAML mapping with 'name' and 'steps'")
     for k in raw:

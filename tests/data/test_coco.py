@@ -134,3 +134,26 @@ def test_malformed_annotations(tmp_path):
     ann.write_text(json.dumps(data))
     with pytest.raises(AblateError, match=r"unknown category_id\(s\) \[7\]"):
         COCODetection(root, "val2017")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("bbox", [1, 2, 3], "annotation 5 has no bbox of four numbers (got [1, 2, 3])"),
+    ("bbox", "1,2,3,4", "annotation 5 has no bbox of four numbers (got '1,2,3,4')"),
+    ("width", "wide", "image 9 has no numeric width and height"),
+])
+def test_malformed_boxes_and_sizes_name_the_file_and_item(tmp_path, field, value, message):
+    root = make_coco(tmp_path)
+    ann = root / "annotations" / "instances_val2017.json"
+    images = [dict(i) for i in IMAGES]
+    anns = [dict(a) for a in ANNOTATIONS]
+    if field == "bbox":
+        anns[4]["bbox"] = value
+    else:
+        images[1]["width"] = value
+    ann.write_text(json.dumps({"images": images, "annotations": anns,
+                               "categories": CATEGORIES}))
+    ds = COCODetection(root, "val2017")
+    with pytest.raises(AblateError) as e:
+        for i in range(len(ds)):
+            ds.get_target(i)
+    assert str(e.value) == f"{ann}: {message}"

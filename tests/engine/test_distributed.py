@@ -92,9 +92,9 @@ def test_only_the_main_rank_writes(two_proc):
                json.loads((probe / "writes-rank0.json").read_text())}
     final = {"log.csv", "metrics.json", "checkpoints/last.pt", ".run.lock"}
     assert final <= written
-    assert all(p in final or p in (".", "checkpoints", "checkpoints/.last.pt.tmp")
-               or os.path.basename(p).startswith((".log.csv", ".metrics.json")) for p in written), \
-        written
+    assert all(p in final or p in (".", "checkpoints")  # and the temporary files renamed over them
+               or os.path.basename(p).startswith((".log.csv.", ".metrics.json.", ".last.pt."))
+               for p in written), written
     files = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
     assert files == final | {"config.yaml", "stdout.log"}
     assert json.loads((run_dir / "metrics.json").read_text())["iterations"] == 16  # 256/32 × 2

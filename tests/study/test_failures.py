@@ -67,11 +67,11 @@ def test_a_failing_setup_is_a_result_shown_on_the_console_and_in_the_report(
 
 # --- damaged or foreign state in a run folder ---------------------------------------------------
 
-def _args(results, root, *more):
+def _args(results, root, *more, step="efficient"):
     from tests.conftest import ROOT
 
     return ("run", ROOT / "studies" / "fmnist_refinements.yaml", "--scale", "smoke", "--results",
-            results, "--only", "efficient", "--set", f"data.root={root}", "--set",
+            results, "--only", step, "--set", f"data.root={root}", "--set",
             "launcher=inprocess", *more)
 
 
@@ -223,3 +223,134 @@ def test_a_finished_study_reports_without_writing(cli, results, fmnist_root, mon
     r = cli(*_args(results, fmnist_root))
     assert r.code == 0 and "skip efficient seed 0 (completed)" in r.out and "| Efficient |" in r.out
     assert tree_snapshot(results) == before
+
+
+# --- the report never hides broken results -------------------------------------------------------
+
+@pytest.mark.parametrize("text, fault", [
+    ('{"status": "compl', "unreadable (Unterminated string"),
+    ('[1, 2]', "not a JSON object"),
+    ('{"schema_version": 2, "status": "completed", "seed": 0, "metrics": {}}',
+     "schema_version 2, expected 1"),
+    ('{"schema_version": 1, "status": "done", "seed": 0, "metrics": {}}',
+     "status 'done', expected completed or failed"),
+    ('{"schema_version": 1, "status": "completed", "seed": 0, "metrics": {"top1": "high"}}',
+     "'metrics' is not a mapping of numbers"),
+])
+def test_a_broken_result_is_shown_and_the_exit_code_says_so(cli, results, fmnist_root, text,
+                                                             fault):
+    assert cli(*_args(results, fmnist_root)).code == 0
+    folder = results / "fmnist_refinements" / "smoke"
+    path = folder / "efficient" / "seed0" / "metrics.json"
+    path.write_text(text)
+    r = cli("report", folder)
+    assert r.code == 1
+    assert "| Efficient | broken |" in r.out
+    assert f"- Efficient: broken result {path}: {fault}" in r.out
+    assert r.err.startswith(f"error: 1 result cannot be used:\n  {path}: {fault}")
+
+
+def test_report_checks_its_scale(cli, results):
+    from tests.conftest import ROOT
+
+    r = cli("report", ROOT / "studies" / "fmnist_refinements.yaml", "--scale", "huge",
+            "--results", results)
+    assert r.code == 2 and "unknown scale 'huge'" in r.err
+
+
+# --- the config hash means "same experiment" ------------------------------------------------------
+
+def test_a_moved_dataset_or_other_thread_count_is_the_same_result(cli, results, fmnist_root,
+                                                                  tmp_path):
+    import shutil
+
+    assert cli(*_args(results, fmnist_root)).code == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(fmnist_root, moved)
+    r = cli(*_args(results, moved, "--set", "train.threads=1"))
+    assert r.code == 0 and "skip efficient seed 0 (completed)" in r.out
+
+
+def test_a_retrained_teacher_invalidates_its_students(cli, results, fmnist_root):
+    import torch
+
+    args = _args(results, fmnist_root, step="distill")
+    assert cli(*args).code == 0
+    run = results / "fmnist_refinements" / "smoke" / "distill" / "seed0"
+    teacher = results / "fmnist_teacher" / "smoke" / "teacher" / "seed0" / "checkpoints" / "last.pt"
+    recorded = json.loads((run / "inputs.json").read_text())["tricks.distill.weights"]
+    assert recorded["path"] == str(teacher) and len(recorded["sha256"]) == 64
+    assert "skip distill seed 0 (completed)" in cli(*args).out
+    state = torch.load(teacher, weights_only=True)  # as if the teacher were trained again
+    key = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][key] = state["model"][key] + 0.01
+    torch.save(state, teacher)
+    r = cli(*args)
+    assert r.code == 2 and f"{run}: its input tricks.distill.weights ({teacher}) changed since " \
+                           "it ran" in r.err.replace("\n", " ")
+    r = cli(*args, "--force")
+    assert r.code == 0, r.err
+    assert json.loads((run / "inputs.json").read_text())["tricks.distill.weights"]["sha256"] != \
+        recorded["sha256"]
+
+
+# --- smaller holes ----------------------------------------------------------------------------------
+
+def test_alias_bombs_and_self_references_are_refused_quickly(cli, results, tmp_path):
+    import time
+
+    levels = ["a: &a [" + ",".join(['"lol"'] * 9) + "]"]
+    for prev, cur in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("name: bomb\nmetric: top1\nnotes:\n" +
+                    "".join(f"  {line}\n" for line in levels) + "steps: [{id: x}]\n")
+    start = time.perf_counter()
+    r = cli("run", bomb, "--dry-run", "--results", results)
+    assert r.code == 2 and r.err == (f"error: {bomb}: expands to more than 100,000 values "
+                                     "through YAML aliases; refusing to read it\n")
+    assert time.perf_counter() - start < 5
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("name: loop\nmetric: top1\nnotes: &n [*n]\nsteps: [{id: x}]\n")
+    r = cli("run", loop, "--dry-run", "--results", results)
+    assert r.code == 2 and "a YAML alias refers to its own parent" in r.err
+
+
+def test_two_studies_with_one_name_do_not_share_a_folder(cli, results, fmnist_root, tmp_path):
+    from tests.conftest import ROOT, tree_snapshot
+
+    assert cli(*_args(results, fmnist_root)).code == 0
+    twin = tmp_path / "twin.yaml"
+    twin.write_text((ROOT / "studies" / "fmnist_refinements.yaml").read_text()
+                    .replace("label: Efficient", "label: Efficient twin"))
+    before = tree_snapshot(results)
+    r = cli("run", twin, "--scale", "smoke", "--results", results, "--set",
+            f"data.root={fmnist_root}", "--dry-run")
+    assert r.code == 2 and r.err.replace("\n", " ").startswith(
+        f"error: {twin}: its results folder {results / 'fmnist_refinements' / 'smoke'} holds the "
+        f"results of {ROOT / 'studies' / 'fmnist_refinements.yaml'}, another study named "
+        "'fmnist_refinements'")
+    assert tree_snapshot(results) == before
+
+
+def test_set_of_a_trick_option_applies_to_the_steps_with_that_trick(cli, results, fmnist_root):
+    r = cli(*_args(results, fmnist_root, "--set", "tricks.mixup.alpha=0.4", "--dry-run",
+                   step="efficient,mixup"))
+    assert r.code == 0, r.err
+    efficient, mixup = [line for line in r.out.splitlines() if "overrides:" in line]
+    assert "tricks.mixup.alpha=0.4" not in efficient and "tricks.mixup.alpha=0.4" in mixup
+    r = cli(*_args(results, fmnist_root, "--set", "tricks.mixup.alpha=0.4", "--dry-run"))
+    assert r.code == 2 and "--set tricks.mixup.alpha=0.4: no step here uses trick 'mixup'" in r.err
+    r = cli(*_args(results, fmnist_root, "--set", "tricks.mixpu.alpha=0.4", "--dry-run"))
+    assert r.code == 2 and "unknown trick 'mixpu' (did you mean 'mixup'?)" in r.err
+
+
+def test_ctrl_c_says_how_to_resume(cli, results, fmnist_root, monkeypatch):
+    import ablate.study.driver as driver
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver, "plan_study", interrupted)
+    r = cli(*_args(results, fmnist_root))
+    assert r.code == 130 and "interrupted: run `ablate run` again to resume" in r.err
