@@ -383,7 +383,8 @@ def data_prepare(
     overrides: Optional[List[str]] = typer.Argument(None, help="data.* overrides, e.g. "
                                                               "data.num_train=500"),
 ) -> None:
-    """Build a generated dataset (FashionScenes) or check that a real one is in place."""
+    """Build a generated dataset (FashionScenes) or check that a real one is in place and
+    readable (files, headers, every annotation)."""
     from omegaconf import OmegaConf
 
     from ablate.config import CONF_DIR, compose
@@ -397,7 +398,7 @@ def data_prepare(
                           f"known: {', '.join(known)}")
     cfg = OmegaConf.to_container(compose([f"data={name}", *(overrides or [])]).data,
                                  resolve=True)
-    DATASETS.get(cfg.pop("name")).check(**cfg)
+    DATASETS.get(cfg.pop("name")).check(**cfg, deep=True)  # every annotation, not only files
     where = cfg.get("root") or cfg.get("cache_dir") or "its default folder"
     console.print(f"{name} is ready ({where})", markup=False)
 

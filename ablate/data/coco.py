@@ -83,7 +83,11 @@ class COCODetection(torch.utils.data.Dataset):
         self.min_size = float(min_size)
         self.coco = load_coco_api(ann_file)
 
-        cats = self.coco.dataset.get("categories", [])
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(self.coco.dataset.get(key), list):
+                raise AblateError(f"{ann_file}: no '{key}' list (not COCO instances ground "
+                                  "truth)")
+        cats = self.coco.dataset["categories"]
         if not cats:
             raise AblateError(f"{ann_file}: no categories")
         self.cat_ids: list[int] = sorted(int(c["id"]) for c in cats)

@@ -166,13 +166,18 @@ def build_voc_loaders(*, root: str, train_sets: Sequence = DEFAULT_SETS,
 def check_voc(*, root: str, train_sets: Sequence = DEFAULT_SETS,
               test_set: Sequence = ("2007", "test"), eval_size: Any = 416, metric: str = "voc07",
               pipeline: str = "yolo", short_side: Any = 600, max_side: Any = 1000,
-              decode: Any = "worker", **_: Any) -> int:
-    """Fail early when the devkit, a year's folders or an image-set file is missing. Returns
-    the number of training ids listed (an upper bound of the training images)."""
+              decode: Any = "worker", keep_difficult: bool = True, deep: bool = False,
+              **_: Any) -> int:
+    """Fail early when the devkit, a year's folders or an image-set file is missing; with
+    ``deep`` (``ablate data prepare``) also parse every annotation (sizes, classes, boxes).
+    Returns the number of training ids listed (an upper bound of the training images)."""
     _check_eval(eval_size, metric, pipeline, short_side, max_side, decode)
     devkit = resolve_devkit(root)
     for year, split in _pairs(test_set):
         read_image_set(devkit, year, split)
+    if deep:
+        VOCDetection(root, _pairs(train_sets), keep_difficult=keep_difficult)
+        VOCDetection(root, _pairs(test_set), keep_difficult=True)
     return sum(len(read_image_set(devkit, year, split)[1]) for year, split in _pairs(train_sets))
 
 
@@ -191,9 +196,10 @@ def build_coco_loaders(*, root: str, train_set: str = "train2017", test_set: str
 def check_coco(*, root: str, train_set: str = "train2017", test_set: str = "val2017",
                eval_size: Any = 416, metric: str = "coco", pipeline: str = "yolo",
                short_side: Any = 800, max_side: Any = 1333, decode: Any = "worker",
-               **_: Any) -> None:
+               deep: bool = False, **_: Any) -> None:
     """Fail early when an annotation file or image folder is missing (without reading the
-    json: train2017's is ~450 MB)."""
+    json: train2017's is ~450 MB); with ``deep`` (``ablate data prepare``) also read both
+    annotation files and every box in them."""
     _check_eval(eval_size, metric, pipeline, short_side, max_side, decode)
     base = Path(root)
     paths = [base]
@@ -202,6 +208,11 @@ def check_coco(*, root: str, train_set: str = "train2017", test_set: str = "val2
     missing = first_missing(paths)
     if missing is not None:
         raise missing_path_error(missing, "COCO", COCO_LAYOUT)
+    if deep:  # every box of both splits, as the loaders will read them
+        for split in (train_set, test_set):
+            ds = COCODetection(root, split, remove_crowd=False, skip_empty=False)
+            for i in range(len(ds)):
+                ds.get_target(i)
 
 
 # --- FashionScenes ---------------------------------------------------------------------------

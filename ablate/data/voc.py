@@ -97,7 +97,7 @@ def parse_voc_xml(path: str | os.PathLike, class_names: Sequence[str] = VOC_CLAS
     dims = {}
     for tag in ("width", "height", "depth"):
         value = _text(size, tag)
-        dims[tag] = int(float(value)) if value is not None else None
+        dims[tag] = int(number(size, tag, "image")) if value is not None else None
     names, boxes, labels, difficult, truncated = [], [], [], [], []
     for k, obj in enumerate(root.iter("object")):
         name = _text(obj, "name")
@@ -185,7 +185,12 @@ def read_image_set(devkit: Path, year: str, split: str) -> tuple[Path, list[str]
     if missing is not None:
         raise missing_path_error(missing, "Pascal VOC", LAYOUT)
     # Lines are "<id>" (Main/<split>.txt) or "<id> <flag>" (per-class files): keep the id.
-    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    try:
+        text = split_file.read_text()
+    except UnicodeDecodeError:
+        raise AblateError(f"{split_file}: not a text file (an image-set file lists one id a "
+                          "line)") from None
+    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
     if not ids:
         raise AblateError(f"{split_file} lists no images")
     return voc, ids

@@ -354,3 +354,47 @@ def test_ctrl_c_says_how_to_resume(cli, results, fmnist_root, monkeypatch):
     monkeypatch.setattr(driver, "plan_study", interrupted)
     r = cli(*_args(results, fmnist_root))
     assert r.code == 130 and "interrupted: run `ablate run` again to resume" in r.err
+
+
+# --- data is checked, not only found ----------------------------------------------------------------
+
+@pytest.mark.parametrize("damage, message", [
+    ("size", "VOC2007/Annotations/000005.xml: image has no valid <width> (got 'wide')"),
+    ("xml", "VOC2007/Annotations/000007.xml: malformed VOC XML"),
+    ("binary set", "VOC2012/ImageSets/Main/trainval.txt: not a text file"),
+])
+def test_data_prepare_reads_every_voc_annotation(cli, tmp_path, damage, message):
+    from tests.data.test_voc import make_devkit
+
+    root = tmp_path / "voc"
+    make_devkit(root)
+    voc = root / "VOCdevkit"
+    assert cli("data", "prepare", "voc", f"data.root={root}").code == 0
+    if damage == "size":
+        p = voc / "VOC2007" / "Annotations" / "000005.xml"
+        p.write_text(p.read_text().replace("<width>40</width>", "<width>wide</width>"))
+    elif damage == "xml":
+        (voc / "VOC2007" / "Annotations" / "000007.xml").write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
+    else:
+        (voc / "VOC2012" / "ImageSets" / "Main" / "trainval.txt").write_bytes(b"\xff\xfe\x00\x01")
+    r = cli("data", "prepare", "voc", f"data.root={root}")
+    assert (r.code, r.out) == (2, "") and f"{voc}/{message}" in r.err, r.err
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"images": [], "categories": [{"id": 1, "name": "a"}]},
+     "no 'annotations' list (not COCO instances ground truth)"),
+    ({"images": [{"id": 1, "file_name": "x.jpg", "width": 9, "height": 9}],
+      "annotations": [{"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, "two", 3, 4],
+                       "iscrowd": 0}], "categories": [{"id": 1, "name": "a"}]},
+     "annotation 3 has no bbox of four numbers (got [1, 'two', 3, 4])"),
+])
+def test_data_prepare_reads_every_coco_box(cli, tmp_path, data, message):
+    from tests.data.test_coco import make_coco_train_val
+
+    root = make_coco_train_val(tmp_path / "coco")
+    assert cli("data", "prepare", "coco", f"data.root={root}").code == 0
+    ann = root / "annotations" / "instances_val2017.json"
+    ann.write_text(json.dumps(data))
+    r = cli("data", "prepare", "coco", f"data.root={root}")
+    assert (r.code, r.out) == (2, "") and r.err == f"error: {ann}: {message}\n"
