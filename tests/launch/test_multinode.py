@@ -107,9 +107,10 @@ def test_two_nodes_on_localhost(results, fmnist_root, tmp_path):
     # only node 0 wrote into the results folder; node 1's files are in its spool
     written = {str(p.relative_to(results)) for p in results.rglob("*") if p.is_file()}
     assert written == {"fmnist_refinements/smoke/.lock", "fmnist_refinements/smoke/study.yaml",
+                       "fmnist_refinements/smoke/study.source",
                        *(f"{key}/{f}" for f in (".run.lock", "config.yaml", "overrides.yaml",
-                                                "log.csv", "stdout.log", "metrics.json",
-                                                "checkpoints/last.pt"))}
+                                                "inputs.json", "log.csv", "stdout.log",
+                                                "metrics.json", "checkpoints/last.pt"))}
     assert {str(p.relative_to(spool)) for p in spool.rglob("*") if p.is_file()} == \
         {f"{key}/config.yaml", f"{key}/stdout.log"}
     spooled = OmegaConf.load(spool / key / "config.yaml")

@@ -106,7 +106,7 @@ def _put(root: Path, step: str, seed: int, top1: float, top5: float, train_s: fl
     d = root / step / f"seed{seed}"
     d.mkdir(parents=True)
     (d / "metrics.json").write_text(json.dumps({
-        "status": "completed", "seed": seed, "metrics": {"top1": top1, "top5": top5},
+        "schema_version": 1, "status": "completed", "seed": seed, "metrics": {"top1": top1, "top5": top5},
         "wall_time_s": 600.0, "train_time_s": train_s, "epochs": 2}))
 
 

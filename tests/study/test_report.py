@@ -48,7 +48,7 @@ def put(root: Path, step: str, seed: int, value: float | None, status: str = "co
     d.mkdir(parents=True)
     metrics = {} if value is None else {"map": value}
     (d / "metrics.json").write_text(json.dumps({
-        "status": status, "seed": seed, "metrics": metrics, "wall_time_s": 10.0,
+        "schema_version": 1, "status": status, "seed": seed, "metrics": metrics, "wall_time_s": 10.0,
         "reason": "non-finite loss in epoch 1" if status == "failed" else None}))
 
 

@@ -46,7 +46,8 @@ def put(root, step, seed, value, map50=None, metric="map"):
     d = root / step / f"seed{seed}"
     d.mkdir(parents=True)
     metrics = {metric: value} if map50 is None else {metric: value, "map50": map50}
-    (d / "metrics.json").write_text(json.dumps({"status": "completed", "seed": seed,
+    (d / "metrics.json").write_text(json.dumps({"schema_version": 1, "status": "completed",
+                                                "seed": seed,
                                                 "metrics": metrics, "wall_time_s": 5.0}))
 
 
