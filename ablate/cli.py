@@ -71,7 +71,8 @@ def _say(text: str) -> None:
 
 @app.command(epilog=ENVIRONMENT)
 def run(
-    study: str = typer.Argument(..., metavar="STUDY", help="Study file (studies/X.yaml) or its name."),
+    study: str = typer.Argument(..., metavar="STUDY",
+                                help="Study file (studies/X.yaml) or its name."),
     scale: Optional[str] = typer.Option(None, help="full | proxy | smoke (default: the study's)."),
     seeds: Optional[int] = typer.Option(None, help="Seeds per step (default: the study's)."),
     only: Optional[List[str]] = typer.Option(None, help="Run only these step ids (repeatable, or comma-separated)."),
@@ -290,7 +291,8 @@ def train(ctx: typer.Context, results: Path = _results_option()) -> None:
 
 @app.command()
 def report(
-    path: Path = typer.Argument(..., metavar="PATH", help="A study file, or a study's results folder."),
+    path: Path = typer.Argument(..., metavar="PATH",
+                                help="A study file, or a study's results folder."),
     format: str = typer.Option("md", "--format", "-f", help="md | csv | json | latex"),
     out: Optional[Path] = typer.Option(None, help="Write to this file instead of stdout."),
     plot: Optional[Path] = typer.Option(None, help="Also draw the cumulative-Δ waterfall PNG."),

@@ -5,10 +5,10 @@ Hydra-free: it reads the resolved config the driver wrote. Every rank trains; th
 ``checkpoints/last.pt`` and finally ``metrics.json`` (atomically). Any failure once the run
 folder is locked — in setup, training or evaluation — is a result too: ``metrics.json`` with
 status ``failed`` and the reason (the traceback goes to the log); only an interruption
-(Ctrl-C, SIGTERM, a kill) leaves none, so that the next ``ablate run`` resumes. An interrupted run resumes
-from its last checkpoint when the config hash matches: the main rank reads it and sends it to
-the others, so other nodes need not see the run folder, and a checkpoint written by another
-number of processes resumes too (same global batch; see ``engine.dist``).
+(Ctrl-C, SIGTERM, a kill) leaves none, so that the next ``ablate run`` resumes. An interrupted
+run resumes from its last checkpoint when the config hash matches: the main rank reads it and
+sends it to the others, so other nodes need not see the run folder, and a checkpoint written by
+another number of processes resumes too (same global batch; see ``engine.dist``).
 """
 
 from __future__ import annotations

@@ -340,7 +340,8 @@ class SampleTransform:
 
 
 class YoloAugment(SampleTransform):
-    """YOLOv3 training augmentation (Bag of Freebies Sec. 3.3; GluonCV's YOLO3DefaultTrainTransform), boxes following each step.
+    """YOLOv3 training augmentation (Bag of Freebies Sec. 3.3; GluonCV's
+    ``YOLO3DefaultTrainTransform``), boxes following each step.
 
     Steps: ``color_distort``; expand (``zoom_out_params``: p 0.5, side ratio U(1, 4), fill
     ``mean_pixel`` as uint8); ``sample_min_iou_crop`` + ``crop_target`` (none for an image

@@ -9,7 +9,6 @@ from omegaconf import OmegaConf
 from ablate.config import compose, config_hash
 from ablate.engine import run_io
 from ablate.engine.trainer import Trainer
-from ablate.errors import AblateError
 from ablate.worker import run
 
 

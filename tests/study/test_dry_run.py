@@ -5,7 +5,6 @@ how to get it."""
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
