@@ -45,7 +45,7 @@ class Row:
     label: str
     parent: str | None
     root: str
-    status: str  # completed | partial | failed | broken | not run
+    status: str  # completed | partial | failed | broken | interrupted | not run
     seeds: list[int] = field(default_factory=list)
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
@@ -126,8 +126,14 @@ def build_report(study: Study, results_dir: Path, scale: str) -> Report:
         all_broken += broken
         done = [r for r in runs if r.get("status") == "completed"]
         failed = [r for r in runs if r.get("status") == "failed"]
-        status = ("completed" if done and not failed and not broken else "partial" if done
-                  else "broken" if broken else "failed" if failed else "not run")
+        # a run folder with a checkpoint and no result: stopped or killed, resumes next time
+        interrupted = sorted(int(p.parent.parent.name[4:]) for p in
+                             (results_dir / s.id).glob("seed*/checkpoints/last.pt")
+                             if not (p.parent.parent / "metrics.json").exists()
+                             and p.parent.parent.name[4:].isdigit())
+        status = ("completed" if done and not failed and not broken and not interrupted
+                  else "partial" if done else "broken" if broken else "failed" if failed
+                  else "interrupted" if interrupted else "not run")
         row = Row(s.id, s.label, s.parent, s.root, status, ref=dict(s.ref),
                   seeds=sorted(int(r.get("seed", 0)) for r in done), base=s.base or s.id,
                   column=s.column)
@@ -144,6 +150,8 @@ def build_report(study: Study, results_dir: Path, scale: str) -> Report:
         for r in failed:
             row.notes.append(f"seed {r.get('seed')} failed: {r.get('reason')}")
         row.notes += [f"broken result {b}" for b in broken]
+        row.notes += [f"seed {k} interrupted (no result yet; `ablate run` resumes it)"
+                      for k in interrupted]
         rows[s.id] = row
     m = study.metric
     report_notes: list[str] = []

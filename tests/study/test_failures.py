@@ -398,3 +398,12 @@ def test_data_prepare_reads_every_coco_box(cli, tmp_path, data, message):
     ann.write_text(json.dumps(data))
     r = cli("data", "prepare", "coco", f"data.root={root}")
     assert (r.code, r.out) == (2, "") and r.err == f"error: {ann}: {message}\n"
+
+
+def test_the_report_shows_an_interrupted_run(cli, results, fmnist_root):
+    assert cli(*_args(results, fmnist_root)).code == 0
+    folder = results / "fmnist_refinements" / "smoke"
+    (folder / "efficient" / "seed0" / "metrics.json").unlink()  # killed after its checkpoint
+    r = cli("report", folder)
+    assert r.code == 0 and "| Efficient | interrupted |" in r.out
+    assert "- Efficient: seed 0 interrupted (no result yet; `ablate run` resumes it)" in r.out
