@@ -75,7 +75,8 @@ def run(
                                 help="Study file (studies/X.yaml) or its name."),
     scale: Optional[str] = typer.Option(None, help="full | proxy | smoke (default: the study's)."),
     seeds: Optional[int] = typer.Option(None, help="Seeds per step (default: the study's)."),
-    only: Optional[List[str]] = typer.Option(None, help="Run only these step ids (repeatable, or comma-separated)."),
+    only: Optional[List[str]] = typer.Option(
+        None, help="Run only these step ids (repeatable, or comma-separated)."),
     nproc: Optional[str] = typer.Option(None, help="Processes per run: N or auto (GPUs, else 1)."),
     parallel: int = typer.Option(
         1, "--parallel", "-j", min=1,
@@ -97,176 +98,11 @@ def run(
 
     Identical configs are trained once and shared. Launchers: docs/launchers.md.
     """
-    from contextlib import ExitStack
+    from ablate.study.session import run_study
 
-    from omegaconf import OmegaConf
-
-    from ablate.config import STUDIES_DIR
-    from ablate.launch import multinode, nproc_for
-    from ablate.study import driver
-    from ablate.study.spec import find_study, load_study
-
-    spec = load_study(find_study(study, STUDIES_DIR))
-    extra = list(set_ or [])
-    chosen = [o.split("=", 1)[1] for o in extra if o.split("=")[0].lstrip("+") == "launcher"]
-    if not dry_run and chosen[-1:] in ([], ["local"]):
-        from ablate.launch import prestart
-
-        prestart()  # the forkserver of the local launcher warms up while the study is planned
-    scale = scale or spec.default_scale
-    root = results
-    only_ids = [x for o in only or [] for x in o.split(",") if x] or None
-    plans = driver.plan_study(spec, scale=scale, seeds=seeds,
-                              only=only_ids,
-                              results_root=root, extra=extra)
-    launcher = OmegaConf.to_container(plans[0].cfg.launcher, resolve=True)
-    if nproc is not None:
-        nproc_for(launcher, nproc)
-    deps = driver.plan_dependencies(spec, scale, root, extra, only=only_ids)
-    if multinode.is_follower(launcher):
-        return _follow(plans, deps, launcher, nproc, dry_run)
-    with ExitStack() as stack:
-        if launcher["name"] == "multinode" and not dry_run:
-            stack.enter_context(multinode.leading(launcher))
-        _lead(spec, scale, root, plans, deps, nproc=nproc, parallel=parallel, force=force,
-              keep_going=keep_going, dry_run=dry_run)
-
-
-def _lead(spec, scale, root, plans, deps, *, nproc, parallel, force, keep_going,
-          dry_run) -> None:
-    """``ablate run`` on one machine, or on node 0: decide, lock, execute, report."""
-    from rich.console import Console
-
-    from ablate.study import driver, report
-    from ablate.study.progress import StudyProgress
-
-    out_dir = driver.study_results_dir(spec, root, scale)
-    for p in plans:
-        driver.decide(p, force)
-    if all(p.action == "skip" for p in plans):
-        deps = []  # nothing to run: what the steps used is not needed again
-    for d in deps:
-        for p in d.plans:
-            driver.decide(p, False)
-            if p.action == "refuse":
-                raise AblateError(f"{spec.path}: uses {d.study.name}/{d.step}: {p.reason}; "
-                                  f"re-run that study ({d.study.path}) with --force first")
-        driver.mark_shared(d.plans, root)
-    driver.mark_shared(plans, root)
-    refused = [p for p in plans if p.action == "refuse"]
-    if dry_run:
-        _print_plan(spec, scale, plans, deps, nproc, parallel)
-        return
-    if all(p.action == "skip" for p in plans):  # nothing to write: a read-only folder will do
-        for p in plans:
-            console.print(f"skip {p.step.id} seed {p.seed} (completed)")
-        sys.stdout.write("\n" + report.to_markdown(report.build_report(spec, out_dir, scale)))
-        return
-    if refused:
-        lines = "\n".join(f"  {p.run_dir}: {p.reason}" for p in refused)
-        raise AblateError(f"{spec.path}: refusing to touch runs that cannot be skipped or "
-                          f"resumed:\n{lines}\nre-run with --force to move them to "
-                          f"{out_dir / '.replaced'} (kept) and start them again")
-    from ablate.study.runner import check_launches
-
-    try:
-        check_launches([*(p for d in deps for p in d.plans), *plans], nproc, parallel)
-    except AblateError as e:
-        raise AblateError(f"{spec.path}: {e}") from None
-    # several runs at once print plain lines, each prefixed with its step
-    shown = console if parallel == 1 else Console(force_terminal=False)
-    dep_todo = [d for d in deps if any(p.action != "skip" for p in d.plans)]
-    with StudyProgress(sum(p.action != "skip" for d in dep_todo for p in d.plans),
-                       shown) as progress:
-        for d in dep_todo:  # the steps this study uses, first
-            dep_dir = driver.study_results_dir(d.study, root, d.scale)
-            with driver.study_lock(dep_dir):
-                try:
-                    driver.execute(d.study, d.plans, out_dir=dep_dir, keep_going=False,
-                                   nproc=nproc, progress=progress, parallel=parallel)
-                except driver.StepFailed as e:
-                    print(f"error: {d.study.name} (used by {spec.name}): {e}", file=sys.stderr,
-                          flush=True)
-                    raise typer.Exit(1)
-    with driver.study_lock(out_dir):
-        with StudyProgress(sum(p.action != "skip" for p in plans), shown) as progress:
-            for p in plans:
-                if p.action == "skip":
-                    console.print(f"skip {p.step.id} seed {p.seed} (completed)")
-            try:
-                driver.execute(spec, plans, out_dir=out_dir, keep_going=keep_going, nproc=nproc,
-                               progress=progress, parallel=parallel)
-            except driver.StepFailed as e:
-                print(f"error: {e}", file=sys.stderr, flush=True)
-                sys.stdout.write(report.to_markdown(report.build_report(spec, out_dir, scale)))
-                raise typer.Exit(1)
-    sys.stdout.write("\n" + report.to_markdown(report.build_report(spec, out_dir, scale)))
-
-
-def _print_plan(spec, scale, plans, deps, nproc, parallel) -> None:
-    """The dry run: each run's decision and how it would be launched, then a summary."""
-    from ablate.launch import check, check_layout, describe, device_slots, nproc_for
-    from ablate.study import driver
-    from ablate.study.share import source_dir
-
-    def show(prefix: str, p) -> None:
-        if p.action == "share":
-            _say(f"{prefix}: share {source_dir(p)}  {p.run_dir}")
-            return
-        _say(f"{prefix}: {p.action}{' (' + p.reason + ')' if p.reason else ''}  {p.run_dir}")
-        if p.action in ("skip", "refuse"):
-            return
-        n = nproc_for(p.cfg.launcher, nproc)
-        check(p.cfg.launcher, n, parallel, strict=False)
-        first, *more = describe(p.cfg.launcher, n, p.run_dir / "config.yaml", p.hash).splitlines()
-        _say(f"   launch: {first}")
-        for line in more:
-            _say(f"           {line}")
-
-    for where, group in [*((f"uses {d.study.name}/{d.step}", d.plans) for d in deps),
-                         ("", plans)]:
-        for p in group:
-            if p.action not in ("skip", "refuse", "share"):
-                try:
-                    check_layout(p.cfg, nproc_for(p.cfg.launcher, nproc))
-                except AblateError as e:
-                    raise AblateError(f"{spec.path}: {where + ': ' if where else ''}step "
-                                      f"'{p.step.id}' (seed {p.seed}): {e}") from None
-    if parallel > 1:
-        todo = [p for p in plans if p.action not in ("skip", "refuse", "share")]
-        if todo:
-            n = nproc_for(todo[0].cfg.launcher, nproc)
-            slots = device_slots(todo[0].cfg.launcher, n, parallel)
-            _say(f"up to {parallel} runs at once" + (
-                f", on GPUs {' | '.join(','.join(s) for s in slots)}" if slots else ""))
-    for d in deps:
-        for p in d.plans:
-            show(f"uses {d.study.name} {d.scale} {d.step} seed {p.seed}", p)
-            _say(f"   file: {d.path}")
-    for p in plans:
-        show(f"{p.step.id} seed {p.seed}", p)
-        _say("   overrides: " + " ".join(o for o in p.overrides if not o.startswith("paths.")))
-    _say(driver.plan_summary(plans, deps, scale))
-
-
-def _follow(plans, deps, launcher, nproc, dry_run) -> None:
-    """``ablate run`` on a node other than 0: launch what node 0 announces (see
-    ``ablate.launch.multinode``); decide nothing, write nothing under the results root."""
-    from ablate.launch import multinode, nproc_for
-
-    n = nproc_for(launcher, nproc)
-    multinode.check(launcher, n)
-    every = [*(p for d in deps for p in d.plans), *plans]
-    configs = {multinode.run_key(p.run_dir): (p.cfg, p.hash) for p in every}
-    if dry_run:
-        host, port = multinode.endpoint(launcher)
-        spool = multinode.spool_dir(launcher)
-        _say(f"node {multinode.node_rank(launcher)}: follows node 0 ({host}:{port}): launches "
-             "the runs node 0 announces, among:")
-        for key, (_, h) in configs.items():
-            _say(f"{key}: {multinode.describe(launcher, n, spool / key / 'config.yaml', h)}")
-        return
-    code = multinode.follow(configs, launcher, n, say=_say)
+    code = run_study(study, scale=scale, seeds=seeds, only=only, nproc=nproc, parallel=parallel,
+                     results_root=results, force=force, keep_going=keep_going,
+                     dry_run=dry_run, extra=list(set_ or []), console=console)
     if code:
         raise typer.Exit(code)
 
