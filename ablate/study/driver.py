@@ -22,9 +22,8 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.config import compose, config_hash, matches, to_overrides
-from ablate.engine.run_io import atomic_write, atomic_write_text
+from ablate.engine.run_io import atomic_write_text
 from ablate.errors import AblateError, did_you_mean
-from ablate.study.share import mark_shared
 from ablate.study.spec import Step, Study
 
 COMPLETED, FAILED = "completed", "failed"
@@ -552,35 +551,3 @@ def write_run_files(plan: RunPlan) -> Path:
                                                           "tricks": plan.step.tricks,
                                                           "overrides": plan.overrides})))
     return config
-
-
-def execute(study: Study, plans: list[RunPlan], *, out_dir: Path, keep_going: bool,
-            nproc: int | str | None, progress: Any, parallel: int = 1) -> list[RunPlan]:
-    """Run every plan (after ``decide``), ``parallel`` at a time; stop launching at the first
-    failure unless ``keep_going`` (runs already started finish). Steps whose config is done or
-    about to be done elsewhere are shared (``ablate.study.share``). Returns the plans with
-    their results; raises ``StepFailed`` for the first failure (in plan order)."""
-    snapshot = out_dir / "study.yaml"
-    if not snapshot.is_file() or snapshot.read_bytes() != study.path.read_bytes():
-        atomic_write(snapshot, study.path.read_bytes())
-    atomic_write_text(out_dir / SOURCE, f"{study.path.resolve()}\n")
-    todo = [p for p in plans if p.action != "skip"]
-    if not todo:
-        return plans
-    from ablate.study.runner import Runner
-
-    mark_shared(todo, Path(str(todo[0].cfg.paths.results)))
-    runner = Runner(todo, out_dir, nproc, parallel)
-    if parallel == 1:
-        failed = runner.in_order(progress, keep_going)
-    else:
-        failed = runner.at_once(keep_going)
-    if failed:
-        first = failed[0]
-        raise StepFailed(f"step '{first.step.id}' (seed {first.seed}) failed: "
-                         f"{first.result.get('reason')}")
-    return plans
-
-
-class StepFailed(RuntimeError):
-    """A run failed (exception or non-finite loss); the study stopped."""

@@ -1,5 +1,7 @@
 """Launching a study's runs: one at a time, or ``--parallel K`` at once on disjoint devices,
-with shared runs (``ablate.study.share``) filled in once their twin has finished."""
+with shared runs (``ablate.study.share``) filled in once their twin has finished. ``execute``
+runs a study's decided plans (``ablate.study.driver`` plans and decides; it imports nothing from
+here)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
-from ablate.study.driver import COMPLETED, FAILED, RunPlan, set_aside, write_run_files
-from ablate.study.share import link_results, read_metrics, source_dir
+from ablate.engine.run_io import atomic_write, atomic_write_text
+from ablate.study.driver import (COMPLETED, FAILED, SOURCE, RunPlan, set_aside,
+                                 write_run_files)
+from ablate.study.share import link_results, mark_shared, read_metrics, source_dir
+from ablate.study.spec import Study
 
 
 def check_launches(plans: list[RunPlan], nproc: int | str | None, parallel: int
@@ -222,3 +227,33 @@ class View:
     def note(self, text: str) -> None:
         with self.lock:
             self.progress.note(text)
+
+
+def execute(study: Study, plans: list[RunPlan], *, out_dir: Path, keep_going: bool,
+            nproc: int | str | None, progress: Any, parallel: int = 1) -> list[RunPlan]:
+    """Run every plan (after ``decide``), ``parallel`` at a time; stop launching at the first
+    failure unless ``keep_going`` (runs already started finish). Steps whose config is done or
+    about to be done elsewhere are shared (``ablate.study.share``). Returns the plans with
+    their results; raises ``StepFailed`` for the first failure (in plan order)."""
+    snapshot = out_dir / "study.yaml"
+    if not snapshot.is_file() or snapshot.read_bytes() != study.path.read_bytes():
+        atomic_write(snapshot, study.path.read_bytes())
+    atomic_write_text(out_dir / SOURCE, f"{study.path.resolve()}\n")
+    todo = [p for p in plans if p.action != "skip"]
+    if not todo:
+        return plans
+    mark_shared(todo, Path(str(todo[0].cfg.paths.results)))
+    runner = Runner(todo, out_dir, nproc, parallel)
+    if parallel == 1:
+        failed = runner.in_order(progress, keep_going)
+    else:
+        failed = runner.at_once(keep_going)
+    if failed:
+        first = failed[0]
+        raise StepFailed(f"step '{first.step.id}' (seed {first.seed}) failed: "
+                         f"{first.result.get('reason')}")
+    return plans
+
+
+class StepFailed(RuntimeError):
+    """A run failed (exception or non-finite loss); the study stopped."""

@@ -66,8 +66,9 @@ def _lead(spec, scale, root, plans, deps, *, nproc, parallel, force, keep_going,
     """``ablate run`` on one machine, or on node 0: decide, lock, execute, report."""
     from rich.console import Console
 
-    from ablate.study import driver, report
+    from ablate.study import driver, report, runner
     from ablate.study.progress import StudyProgress
+    from ablate.study.share import mark_shared
 
     out_dir = driver.study_results_dir(spec, root, scale)
     for p in plans:
@@ -80,8 +81,8 @@ def _lead(spec, scale, root, plans, deps, *, nproc, parallel, force, keep_going,
             if p.action == "refuse":
                 raise AblateError(f"{spec.path}: uses {d.study.name}/{d.step}: {p.reason}; "
                                   f"re-run that study ({d.study.path}) with --force first")
-        driver.mark_shared(d.plans, root)
-    driver.mark_shared(plans, root)
+        mark_shared(d.plans, root)
+    mark_shared(plans, root)
     refused = [p for p in plans if p.action == "refuse"]
     if dry_run:
         _print_plan(spec, scale, plans, deps, nproc, parallel, console)
@@ -111,9 +112,9 @@ def _lead(spec, scale, root, plans, deps, *, nproc, parallel, force, keep_going,
             dep_dir = driver.study_results_dir(d.study, root, d.scale)
             with driver.study_lock(dep_dir):
                 try:
-                    driver.execute(d.study, d.plans, out_dir=dep_dir, keep_going=False,
+                    runner.execute(d.study, d.plans, out_dir=dep_dir, keep_going=False,
                                    nproc=nproc, progress=progress, parallel=parallel)
-                except driver.StepFailed as e:
+                except runner.StepFailed as e:
                     print(f"error: {d.study.name} (used by {spec.name}): {e}", file=sys.stderr,
                           flush=True)
                     return 1
@@ -123,9 +124,9 @@ def _lead(spec, scale, root, plans, deps, *, nproc, parallel, force, keep_going,
                 if p.action == "skip":
                     console.print(f"skip {p.step.id} seed {p.seed} (completed)")
             try:
-                driver.execute(spec, plans, out_dir=out_dir, keep_going=keep_going, nproc=nproc,
+                runner.execute(spec, plans, out_dir=out_dir, keep_going=keep_going, nproc=nproc,
                                progress=progress, parallel=parallel)
-            except driver.StepFailed as e:
+            except runner.StepFailed as e:
                 print(f"error: {e}", file=sys.stderr, flush=True)
                 sys.stdout.write(report.to_markdown(report.build_report(spec, out_dir, scale)))
                 return 1

@@ -6,7 +6,6 @@ groups of the row's BN size, wall time beside mAP and no Δ columns for rows tha
 from __future__ import annotations
 
 import csv
-import io
 import json
 
 import pytest
