@@ -7,6 +7,11 @@
 | ``multinode`` | one torchrun agent per node, c10d rendezvous through node 0 | ``multinode`` |
 | ``slurm`` | one SLURM job per run, through submitit (or its local executor) | ``slurm`` |
 
+Each is a :class:`Launcher` registered in ``LAUNCHERS`` under its name: the protocol is
+processes and nodes per run, whether it trains on CUDA, its checks, its dry-run description,
+whether ``--parallel`` runs need GPUs of this machine, and ``launch``. A new launcher is one
+class here (importing its module lazily) and one ``conf/launcher/<name>.yaml``.
+
 What the driver and ``ablate train`` use: :func:`nproc_for` (processes per run and node),
 :func:`check` (refuse bad settings before anything runs), :func:`describe` (the dry run),
 :func:`device_slots` (disjoint GPU sets for ``--parallel``) and :func:`launch_run` (blocking,
@@ -21,14 +26,15 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ablate.errors import AblateError, did_you_mean
+from ablate.errors import AblateError
 from ablate.launch._proc import OnLine, cancel_all
 from ablate.launch.local import prestart, torchrun_command
+from ablate.registry import Registry
 
-LAUNCHERS = ("local", "inprocess", "multinode", "slurm")
+LAUNCHERS: Registry[type["Launcher"]] = Registry("launcher")
 
-__all__ = ["LAUNCHERS", "cancel_all", "check", "describe", "device_slots", "launch_run",
-           "nproc_for", "prestart", "resolve_nproc", "torchrun_command"]
+__all__ = ["LAUNCHERS", "Launcher", "cancel_all", "check", "describe", "device_slots",
+           "launch_run", "nproc_for", "prestart", "resolve_nproc", "torchrun_command"]
 
 
 def _plain(launcher_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,14 +43,6 @@ def _plain(launcher_cfg: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(launcher_cfg, DictConfig):
         return OmegaConf.to_container(launcher_cfg, resolve=True)  # type: ignore[return-value]
     return dict(launcher_cfg)
-
-
-def _name(cfg: Mapping[str, Any]) -> str:
-    name = str(cfg.get("name"))
-    if name not in LAUNCHERS:
-        raise AblateError(f"unknown launcher '{name}'{did_you_mean(name, LAUNCHERS)} (known: "
-                          f"{', '.join(LAUNCHERS)})")
-    return name
 
 
 def resolve_nproc(nproc: str | int) -> int:
@@ -62,15 +60,170 @@ def resolve_nproc(nproc: str | int) -> int:
     return n
 
 
+class Launcher:
+    """One way of starting a run: the protocol every launcher implements (the defaults suit
+    one machine). Launchers import their modules only when used, so that registering them
+    costs nothing (``slurm`` needs submitit, ``multinode`` torch.distributed)."""
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        self.cfg = cfg  # the ``launcher`` section, plain
+
+    def nproc(self, override: str | int | None) -> int:
+        """Processes per run and node: ``--nproc`` if given, else ``launcher.nproc``."""
+        return resolve_nproc(override if override is not None else self.cfg.get("nproc", 1))
+
+    def nodes(self) -> int:
+        return 1
+
+    def on_cuda(self) -> bool:
+        """Whether the run's processes train on CUDA (``launcher.device``)."""
+        device = str(self.cfg.get("device", "auto"))
+        if device == "auto":
+            import torch
+
+            return torch.cuda.is_available()
+        return device.startswith("cuda")
+
+    def check(self, nproc: int, parallel: int, strict: bool) -> None:
+        """Raise ``AblateError`` for settings that cannot work."""
+
+    def describe(self, nproc: int, config: Path, config_hash: str) -> str:
+        raise NotImplementedError
+
+    def takes_local_gpus(self) -> bool:
+        """Whether ``--parallel`` runs need disjoint GPUs of this machine."""
+        return self.cfg.get("device") != "cpu"
+
+    def launch(self, config: Path, nproc: int, on_line: OnLine | None,
+               devices: Sequence[int | str] | None, env: dict[str, str]) -> int:
+        raise NotImplementedError
+
+
+@LAUNCHERS.register("local")
+class Local(Launcher):
+    """``torchrun --standalone``, or one process forked from the driver (``local``)."""
+
+    def forked(self, nproc: int) -> bool:
+        return nproc == 1 and self.cfg.get("mode", "auto") == "auto"
+
+    def check(self, nproc: int, parallel: int, strict: bool) -> None:
+        if self.cfg.get("mode", "auto") not in ("auto", "torchrun"):
+            raise AblateError(f"launcher.mode must be 'auto' or 'torchrun', got "
+                              f"'{self.cfg.get('mode')}'")
+
+    def describe(self, nproc: int, config: Path, config_hash: str) -> str:
+        if self.forked(nproc):
+            return "1 worker process forked from the driver"
+        return "torchrun " + " ".join(torchrun_command(config, nproc)[3:])
+
+    def launch(self, config: Path, nproc: int, on_line: OnLine | None,
+               devices: Sequence[int | str] | None, env: dict[str, str]) -> int:
+        from ablate.launch import local
+
+        self.check(nproc, 1, True)
+        # a run with GPUs of its own starts afresh: whether the preloaded server touched CUDA
+        # or not, CUDA_VISIBLE_DEVICES must be read by a process that has not
+        if self.forked(nproc) and devices is None:
+            return local.run_forked(config, on_line, env)
+        return local.run_local(config, nproc, on_line, env)
+
+
+@LAUNCHERS.register("inprocess")
+class InProcess(Launcher):
+    """The worker inside the driver's process (``local``; tests, one run at a time)."""
+
+    def check(self, nproc: int, parallel: int, strict: bool) -> None:
+        if nproc != 1:
+            raise AblateError("the inprocess launcher runs one process; use launcher=local")
+        if parallel > 1:
+            raise AblateError("the inprocess launcher runs one run at a time; use "
+                              "launcher=local with --parallel")
+
+    def describe(self, nproc: int, config: Path, config_hash: str) -> str:
+        return "the worker inside the driver's process"
+
+    def takes_local_gpus(self) -> bool:
+        return False
+
+    def launch(self, config: Path, nproc: int, on_line: OnLine | None,
+               devices: Sequence[int | str] | None, env: dict[str, str]) -> int:
+        from ablate.launch import local
+
+        self.check(nproc, 1, True)
+        return local.run_inprocess(config, on_line)
+
+
+@LAUNCHERS.register("multinode")
+class Multinode(Launcher):
+    """One torchrun agent per node, c10d rendezvous through node 0 (``multinode``)."""
+
+    def nodes(self) -> int:
+        return int(self.cfg.get("nnodes", 1))
+
+    def check(self, nproc: int, parallel: int, strict: bool) -> None:
+        from ablate.launch import multinode
+
+        multinode.check(self.cfg, nproc)
+
+    def describe(self, nproc: int, config: Path, config_hash: str) -> str:
+        from ablate.launch import multinode
+
+        return multinode.describe(self.cfg, nproc, config, config_hash)
+
+    def launch(self, config: Path, nproc: int, on_line: OnLine | None,
+               devices: Sequence[int | str] | None, env: dict[str, str]) -> int:
+        from ablate.launch import multinode
+
+        return multinode.run(config, self.cfg, nproc, on_line, env)
+
+
+@LAUNCHERS.register("slurm")
+class Slurm(Launcher):
+    """One SLURM job per run, through submitit or its local executor (``slurm``)."""
+
+    def nproc(self, override: str | int | None) -> int:
+        from ablate.launch import slurm  # ``auto``: the job's GPUs per node
+
+        return slurm.tasks_per_node(self.cfg, override)
+
+    def nodes(self) -> int:
+        return int(self.cfg.get("nodes", 1))
+
+    def on_cuda(self) -> bool:
+        if str(self.cfg.get("device", "auto")) == "auto":
+            return int(self.cfg.get("gpus_per_node") or 0) > 0
+        return super().on_cuda()
+
+    def check(self, nproc: int, parallel: int, strict: bool) -> None:
+        from ablate.launch import slurm
+
+        slurm.check(self.cfg, nproc, strict=strict)
+
+    def describe(self, nproc: int, config: Path, config_hash: str) -> str:
+        from ablate.launch import slurm
+
+        return slurm.describe(self.cfg, nproc, config)
+
+    def takes_local_gpus(self) -> bool:  # SLURM gives each job its own GPUs; its local
+        return self.cfg.get("executor", "slurm") == "local" and super().takes_local_gpus()
+
+    def launch(self, config: Path, nproc: int, on_line: OnLine | None,
+               devices: Sequence[int | str] | None, env: dict[str, str]) -> int:
+        from ablate.launch import slurm  # executor needs them from this machine
+
+        return slurm.run(config, self.cfg, nproc, on_line, devices)
+
+
+def launcher(launcher_cfg: Mapping[str, Any]) -> Launcher:
+    """The registered launcher of a ``launcher`` config section."""
+    cfg = _plain(launcher_cfg)
+    return LAUNCHERS.get(str(cfg.get("name")))(cfg)
+
+
 def nproc_for(launcher_cfg: Mapping[str, Any], override: str | int | None = None) -> int:
     """Processes per run (per node): ``--nproc`` if given, else ``launcher.nproc``. ``auto``
     counts this machine's GPUs, except with SLURM, where it is the job's GPUs per node."""
-    cfg = _plain(launcher_cfg)
-    if _name(cfg) == "slurm":
-        from ablate.launch import slurm
-
-        return slurm.tasks_per_node(cfg, override)
-    return resolve_nproc(override if override is not None else cfg.get("nproc", 1))
+    return launcher(launcher_cfg).nproc(override)
 
 
 def check_layout(cfg: Any, nproc: int) -> None:
@@ -79,27 +232,17 @@ def check_layout(cfg: Any, nproc: int) -> None:
     ``train.bn_group_size`` (after tricks such as ``sync_bn``) is plain, ghost or synchronised
     BN — the last only where the run is on CUDA (``ablate.engine.bn.bn_layout``); and the
     engine's options (``train.compile``, ``train.precision``, ``optim``) name known values."""
-    import torch
-
     from ablate.engine.bn import bn_layout
-    from ablate.engine.options import check_options
     from ablate.engine.dist import per_rank_batch
+    from ablate.engine.options import check_options
     from ablate.tricks import BuildContext, build_tricks
 
     check_options(cfg)
-    lcfg = _plain(cfg.launcher)
-    name = _name(lcfg)
-    nodes = int(lcfg.get("nnodes" if name == "multinode" else "nodes", 1)) \
-        if name in ("multinode", "slurm") else 1
-    world = nproc * nodes
+    how = launcher(cfg.launcher)
+    world = nproc * how.nodes()
     tcfg = cfg.train
     per_rank = per_rank_batch(tcfg.batch_size, world, tcfg.get("accum_steps", 1))
-    device = str(lcfg.get("device", "auto"))
-    if device == "auto":
-        cuda = (int(lcfg.get("gpus_per_node") or 0) > 0 if name == "slurm"
-                else torch.cuda.is_available())
-    else:
-        cuda = device.startswith("cuda")
+    cuda = how.on_cuda()
     tricks_cfg = cfg.get("tricks") or {}
     tricks = build_tricks(_plain(tricks_cfg) if tricks_cfg else {}, cfg.model.task)
     group = tcfg.get("bn_group_size")
@@ -118,48 +261,17 @@ def check(launcher_cfg: Mapping[str, Any], nproc: int, parallel: int = 1,
           strict: bool = True) -> None:
     """Raise ``AblateError`` for settings that cannot work (``strict``: also for what this
     machine lacks, e.g. ``sbatch``; the dry run is not strict)."""
-    cfg = _plain(launcher_cfg)
-    name = _name(cfg)
+    how = launcher(launcher_cfg)
     if parallel < 1:
         raise AblateError(f"--parallel must be at least 1, got {parallel}")
-    if name == "local" and cfg.get("mode", "auto") not in ("auto", "torchrun"):
-        raise AblateError(f"launcher.mode must be 'auto' or 'torchrun', got '{cfg.get('mode')}'")
-    if name == "inprocess":
-        if nproc != 1:
-            raise AblateError("the inprocess launcher runs one process; use launcher=local")
-        if parallel > 1:
-            raise AblateError("the inprocess launcher runs one run at a time; use "
-                              "launcher=local with --parallel")
-    if name == "multinode":
-        from ablate.launch import multinode
-
-        multinode.check(cfg, nproc)
-    if name == "slurm":
-        from ablate.launch import slurm
-
-        slurm.check(cfg, nproc, strict=strict)
+    how.check(nproc, parallel, strict)
 
 
 def describe(launcher_cfg: Mapping[str, Any], nproc: int, config: Path | None = None,
              config_hash: str = "<hash>") -> str:
     """What :func:`launch_run` would start, for the dry run (several lines for SLURM: the
     ``#SBATCH`` settings submitit would use)."""
-    cfg = _plain(launcher_cfg)
-    name = _name(cfg)
-    config = config or Path("config.yaml")
-    if name == "local":
-        if nproc == 1 and cfg.get("mode", "auto") == "auto":
-            return "1 worker process forked from the driver"
-        return "torchrun " + " ".join(torchrun_command(config, nproc)[3:])
-    if name == "inprocess":
-        return "the worker inside the driver's process"
-    if name == "multinode":
-        from ablate.launch import multinode
-
-        return multinode.describe(cfg, nproc, config, config_hash)
-    from ablate.launch import slurm
-
-    return slurm.describe(cfg, nproc, config)
+    return launcher(launcher_cfg).describe(nproc, config or Path("config.yaml"), config_hash)
 
 
 def visible_gpus() -> list[str]:
@@ -177,11 +289,8 @@ def device_slots(launcher_cfg: Mapping[str, Any], nproc: int,
                  parallel: int) -> list[list[str]] | None:
     """``parallel`` disjoint sets of ``nproc`` GPUs, one per concurrent run; None where runs
     need no devices of their own (one run at a time, CPU, SLURM jobs)."""
-    cfg = _plain(launcher_cfg)
-    name = _name(cfg)
-    if parallel <= 1 or name == "inprocess" or cfg.get("device") == "cpu" or (
-            name == "slurm" and cfg.get("executor", "slurm") != "local"):
-        return None  # (SLURM gives each job its own GPUs; its local executor needs them here)
+    if parallel <= 1 or not launcher(launcher_cfg).takes_local_gpus():
+        return None
     gpus = visible_gpus()
     if not gpus:
         return None
@@ -205,29 +314,8 @@ def launch_run(config: Path, launcher_cfg: Mapping[str, Any], nproc: int,
         devices: the GPUs this run may use (``CUDA_VISIBLE_DEVICES``); None = all visible.
         env: more environment variables for the worker (e.g. ``OMP_NUM_THREADS``).
     """
-    cfg = _plain(launcher_cfg)
-    name = _name(cfg)
+    how = launcher(launcher_cfg)
     extra = dict(env or {})
     if devices is not None:
         extra["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
-    if name == "local":
-        from ablate.launch import local
-
-        check(cfg, nproc)
-        # a run with GPUs of its own starts afresh: whether the preloaded server touched CUDA
-        # or not, CUDA_VISIBLE_DEVICES must be read by a process that has not
-        if nproc == 1 and cfg.get("mode", "auto") == "auto" and devices is None:
-            return local.run_forked(config, on_line, extra)
-        return local.run_local(config, nproc, on_line, extra)
-    if name == "inprocess":
-        from ablate.launch import local
-
-        check(cfg, nproc)
-        return local.run_inprocess(config, on_line)
-    if name == "multinode":
-        from ablate.launch import multinode
-
-        return multinode.run(config, cfg, nproc, on_line, extra)
-    from ablate.launch import slurm
-
-    return slurm.run(config, cfg, nproc, on_line, devices)
+    return how.launch(config, nproc, on_line, devices, extra)

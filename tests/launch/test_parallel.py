@@ -147,3 +147,18 @@ def test_identical_configs_are_trained_once(cli, results, fmnist_root, tmp_path)
     assert r.code == 0, r.out + r.err
     assert json.loads((c / "metrics.json").read_text())["shared_from"] == str(a)
     assert os.stat(a / "checkpoints/last.pt").st_ino == os.stat(c / "checkpoints/last.pt").st_ino
+
+
+def test_launchers_are_registered_classes_with_one_protocol():
+    from ablate.launch import LAUNCHERS, Launcher, launcher
+
+    assert list(LAUNCHERS) == ["inprocess", "local", "multinode", "slurm"]
+    assert all(issubclass(LAUNCHERS.get(n), Launcher) for n in LAUNCHERS)
+    slurm = launcher({"name": "slurm", "nodes": 2, "gpus_per_node": 4, "device": "auto"})
+    assert (slurm.nodes(), slurm.on_cuda(), slurm.takes_local_gpus()) == (2, True, False)
+    local = launcher({"name": "local", "device": "cpu", "nproc": 2})
+    assert (local.nodes(), local.on_cuda(), local.takes_local_gpus(), local.nproc(None)) == \
+        (1, False, False, 2)
+    assert launcher({"name": "multinode", "nnodes": 3}).nodes() == 3
+    with pytest.raises(AblateError, match="unknown launcher 'slrum' \\(did you mean 'slurm'\\?\\)"):
+        launcher({"name": "slrum"})
