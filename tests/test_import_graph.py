@@ -77,3 +77,8 @@ def test_no_import_cycle():
     graph = module_graph()
     assert "ablate.study.driver" in graph["ablate.study.runner"]  # the graph is read
     assert cycles(graph) == []
+
+
+def test_the_engine_types_are_a_leaf():
+    assert module_graph()["ablate.engine.types"] == set()
+    assert "ablate.tricks" not in module_graph()["ablate.engine.trainer"]

@@ -25,7 +25,8 @@ from ablate.models.weights import load_weights
 from ablate.registry import DATASETS, MODELS, SCHEDULES, TASKS
 from ablate.solver import build_optimizer
 from ablate.solver.lr import LRShape
-from ablate.tricks import BuildContext, Hook, TrainState, Trick, build_tricks
+from ablate.engine.types import BuildContext, Hook, TrainState
+from ablate.tricks import Trick, build_tricks
 
 
 @dataclass

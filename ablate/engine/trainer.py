@@ -23,7 +23,7 @@ from ablate.engine import run_io
 from ablate.engine.dist import DistInfo, all_reduce_sum, epoch_seed, sync_buffers
 from ablate.engine.setup import Built
 from ablate.errors import AblateError
-from ablate.tricks import TrainState
+from ablate.engine.types import TrainState
 
 
 class NonFiniteLoss(RuntimeError):

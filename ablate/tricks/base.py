@@ -11,49 +11,16 @@ that *replaces* the schedule (cosine) must come before one that *wraps* it (warm
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ablate.engine.types import BuildContext, Hook, TrainState
 from ablate.errors import AblateError
 from ablate.solver.lr import LRShape
 
-
-@dataclass
-class BuildContext:
-    """What a trick may need to know at setup."""
-
-    task: str
-    epochs: int
-    iters_per_epoch: int
-    total_batch: int  # images per optimizer step, across all processes
-    world_size: int = 1
-    num_classes: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def total_iters(self) -> int:
-        return self.epochs * self.iters_per_epoch
-
-
-@dataclass
-class TrainState:
-    """Where training stands; handed to batch transforms and hooks."""
-
-    epoch: int = 0  # 0-based epoch being trained
-    iteration: int = 0  # 0-based global iteration
-    epochs: int = 1
-    iters_per_epoch: int = 1
-
-
-class Hook:
-    """Called by the trainer at fixed points; override what you need."""
-
-    def before_epoch(self, state: TrainState) -> None: ...
-
-    def after_epoch(self, state: TrainState) -> None: ...
+__all__ = ["BuildContext", "Hook", "TrainState", "Trick"]
 
 
 class Trick:
