@@ -370,23 +370,32 @@ def _parse_columns(path: Path, raw: Any) -> list[Column]:
     return out
 
 
+def apply_tricks(tricks: list[str], *, add: list[str], remove: list[str], path: Path,
+                 where: str, whose: str, added_by: str) -> list[str]:
+    """``tricks`` without ``remove`` and then with ``add`` (in that order, as a step or a
+    column states them); removing what is off or adding what is on is an error naming it."""
+    out = list(tricks)
+    for t in remove:
+        if t not in out:
+            raise _err(path, where, f"cannot remove '{t}': {whose} tricks are "
+                                    f"[{', '.join(out)}]{did_you_mean(t, out)}")
+        out.remove(t)
+    for t in add:
+        if t in out:
+            raise _err(path, where, f"'{t}' is already on (added by {added_by})")
+        out.append(t)
+    return out
+
+
 def _expand_columns(study: Study) -> list[Step]:
     """Every step × column as a step of its own; columns run one after the other."""
     out: list[Step] = []
     for c in study.columns:
         for s in study.steps:
             where = f"step '{s.id}', column '{c.id}': "
-            tricks = list(s.tricks)
-            for t in c.remove:
-                if t not in tricks:
-                    raise _err(study.path, where, f"cannot remove '{t}': the step's tricks are "
-                                                  f"[{', '.join(tricks)}]")
-                tricks.remove(t)
-            for t in c.add:
-                if t in tricks:
-                    raise _err(study.path, where, f"'{t}' is already on (added by the step "
-                                                  "or an ancestor)")
-                tricks.append(t)
+            tricks = apply_tricks(s.tricks, add=c.add, remove=c.remove, path=study.path,
+                                  where=where, whose="the step's",
+                                  added_by="the step or an ancestor")
             scale_overrides = {k: dict(v) for k, v in s.scale_overrides.items()}
             for scale, m in c.scales.items():
                 scale_overrides.setdefault(scale, {}).update(m)
@@ -535,15 +544,8 @@ def _resolve(study: Study) -> None:
             visit(p, (*trail, s.id))
             tricks, overrides, s.root = list(p.tricks), dict(p.overrides), p.root
             scale_overrides = {k: dict(v) for k, v in p.scale_overrides.items()}
-        for t in s.remove:
-            if t not in tricks:
-                raise _err(study.path, where, f"cannot remove '{t}': the parent's tricks are "
-                                              f"[{', '.join(tricks)}]{did_you_mean(t, tricks)}")
-            tricks.remove(t)
-        for t in s.add:
-            if t in tricks:
-                raise _err(study.path, where, f"'{t}' is already on (added by an ancestor)")
-            tricks.append(t)
+        tricks = apply_tricks(tricks, add=s.add, remove=s.remove, path=study.path, where=where,
+                              whose="the parent's", added_by="an ancestor")
         overrides.update(s.set)
         for scale, m in s.scales.items():
             scale_overrides.setdefault(scale, {}).update(m)
