@@ -106,7 +106,7 @@ def run(config_path: str | Path) -> dict[str, Any]:
         return _run(cfg, run_dir, chash, dist)
 
 
-def failure_reason(e: BaseException) -> str:
+def exception_reason(e: BaseException) -> str:
     """One line for ``metrics.json`` and the console: the message of a user error, else the
     exception's type and the first line of its message."""
     if isinstance(e, AblateError):
@@ -147,7 +147,7 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
     except NonFiniteLoss as e:
         status, reason = "failed", str(e)
     except Exception as e:  # noqa: BLE001  (any failure is recorded as the run's result)
-        status, reason, unexpected = "failed", failure_reason(e), True
+        status, reason, unexpected = "failed", exception_reason(e), True
         traceback.print_exc()
     finally:
         if built is not None:

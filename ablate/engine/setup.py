@@ -22,8 +22,8 @@ from ablate.engine.options import compile_mode, cudnn_autotune
 from ablate.engine.precision import Precision
 from ablate.errors import AblateError
 from ablate.models.weights import load_weights
-from ablate.registry import DATASETS, MODELS, SCHEDULES, TASKS
-from ablate.solver import build_optimizer
+from ablate.registry import DATASETS, MODELS, TASKS
+from ablate.solver import build_lr, build_optimizer
 from ablate.solver.lr import LRShape
 from ablate.engine.types import BuildContext, Hook, TrainState
 from ablate.tricks import Trick, build_tricks
@@ -112,16 +112,8 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     for t in tricks:
         groups = t.param_groups(model, groups)
-    base_lr = float(cfg.optim.lr)
-    for t in tricks:
-        base_lr = t.base_lr(base_lr, ctx)
+    base_lr, shape = build_lr(cfg.optim.lr, _plain(cfg.schedule), tricks, ctx)
     optimizer = build_optimizer(_plain(cfg.optim), groups, base_lr)
-
-    sched_cfg = _plain(cfg.schedule)
-    shape = SCHEDULES.get(sched_cfg.pop("name"))(**sched_cfg, iters_per_epoch=ctx.iters_per_epoch,
-                                                 epochs=ctx.epochs)
-    for t in tricks:
-        shape = t.schedule(shape, ctx, base_lr)
 
     precision_name = tcfg.get("precision", "fp32")
     for t in tricks:

@@ -90,16 +90,10 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
-def train_steps(num_train: int, batch_size: int) -> int:
-    """Optimizer steps per epoch of one process holding the global batch (each loader drops
-    its last partial batch)."""
-    return num_train // batch_size
-
-
 def check_schedule(cfg: Any, num_train: int | None) -> None:
     """With the training set's size known, the run has at least one optimizer step per epoch,
     and the tricks' schedule (warmup, cosine, …) builds over the run's real iteration count."""
-    from ablate.registry import SCHEDULES
+    from ablate.solver import build_lr
     from ablate.tricks import BuildContext, build_tricks
 
     if num_train is None:
@@ -107,7 +101,7 @@ def check_schedule(cfg: Any, num_train: int | None) -> None:
     tcfg = cfg.train
     subset = cfg.data.get("train_subset")
     n = min(num_train, subset) if subset else num_train
-    steps = train_steps(n, tcfg.batch_size)
+    steps = n // tcfg.batch_size  # optimizer steps an epoch: loaders drop the partial batch
     if steps == 0:
         raise AblateError(f"no training step: {n} training images are fewer than one global "
                           f"batch (train.batch_size={tcfg.batch_size})")
@@ -115,12 +109,4 @@ def check_schedule(cfg: Any, num_train: int | None) -> None:
     tricks = build_tricks(_plain(tricks_cfg) if tricks_cfg else {}, cfg.model.task)
     ctx = BuildContext(task=cfg.model.task, epochs=tcfg.epochs, iters_per_epoch=steps,
                        total_batch=tcfg.batch_size)
-    sched = dict(_plain(cfg.schedule))
-    import ablate.solver  # noqa: F401  (registers the schedules)
-
-    shape = SCHEDULES.get(sched.pop("name"))(**sched, iters_per_epoch=steps, epochs=tcfg.epochs)
-    base_lr = float(cfg.optim.lr)
-    for t in tricks:
-        base_lr = t.base_lr(base_lr, ctx)
-    for t in tricks:
-        shape = t.schedule(shape, ctx, base_lr)
+    build_lr(cfg.optim.lr, _plain(cfg.schedule), tricks, ctx)  # raises what the worker would

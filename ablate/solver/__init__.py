@@ -29,6 +29,22 @@ def constant_schedule(**_: Any) -> LRShape:
     return ConstantShape()
 
 
+def build_lr(lr: float, schedule: dict[str, Any], tricks: list[Any], ctx: Any
+             ) -> tuple[float, LRShape]:
+    """The base LR after the tricks' ``base_lr`` (linear scaling) and the LR shape: the
+    configured schedule over ``ctx``'s iterations, then each trick's ``schedule`` (cosine
+    replaces it, warmup wraps it). The build and the pre-launch check both use this."""
+    sched = dict(schedule)
+    shape = SCHEDULES.get(sched.pop("name"))(**sched, iters_per_epoch=ctx.iters_per_epoch,
+                                             epochs=ctx.epochs)
+    base_lr = float(lr)
+    for t in tricks:
+        base_lr = t.base_lr(base_lr, ctx)
+    for t in tricks:
+        shape = t.schedule(shape, ctx, base_lr)
+    return base_lr, shape
+
+
 _IMPLS = {"fused": {"fused": True}, "foreach": {"foreach": True},
           "loop": {"foreach": False, "fused": False}}
 
