@@ -45,33 +45,42 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import item_costs  # noqa: E402
 
-from ablate.data.detection_loader import RandomShapes, build_detection_loaders  # noqa: E402
+from ablate.data.detection_loader import build_detection_loaders  # noqa: E402
 from ablate.data.detection_rcnn import build_rcnn_loaders  # noqa: E402
+from ablate.engine.setup import data_plugins  # noqa: E402
+from ablate.engine.types import DataContext  # noqa: E402
+from ablate.tricks import build_tricks  # noqa: E402
 from ablate.data.fashion_scenes import (fashion_scenes_dataset,  # noqa: E402
                                         fashion_scenes_root)
 
-PIPELINES = {
-    "resize": dict(augment=False),
-    "augment": dict(augment=True),
-    "augment+mixup+shapes": dict(augment=True, mixup={"off_last_epochs": 0}, epochs=1,
-                                 random_shapes=RandomShapes(every=10)),
-    "rcnn flip": dict(rcnn=True, augment=True),
-    "rcnn flip+mixup": dict(rcnn=True, augment=True, mixup={"off_last_epochs": 0}, epochs=1),
+def plugins(task: str, tricks: dict):
+    """The data plug-ins of ``tricks``; random shapes' sizes are the paper's (320-608)."""
+    if "random_shapes" in tricks:
+        tricks = {**tricks, "random_shapes": {"sizes": list(range(320, 609, 32)), "every": 10}}
+    return data_plugins(build_tricks(tricks, task), DataContext(task, epochs=1))
+
+
+PIPELINES = {  # name: (task, tricks)
+    "resize": ("yolo", {}),
+    "augment": ("yolo", {"data_augmentation": {}}),
+    "augment+mixup+shapes": ("yolo", {"data_augmentation": {}, "mixup": {"off_last_epochs": 0},
+                                      "random_shapes": {}}),
+    "rcnn flip": ("rcnn", {"data_augmentation": {}}),
+    "rcnn flip+mixup": ("rcnn", {"data_augmentation": {}, "mixup": {}}),
 }
 
 
-def time_loader(dataset, pipeline: dict, workers: int, args, decode: str = "worker"
+def time_loader(dataset, pipeline: tuple, workers: int, args, decode: str = "worker"
                 ) -> tuple[float, float]:
     """Return (first batch seconds, images/s over the following ``args.batches`` batches)."""
-    pipeline = dict(pipeline)
+    task, tricks = pipeline
     common = dict(batch_size=args.batch_size, num_workers=workers, seed=0, decode=decode,
-                  device=args.device)
-    if pipeline.pop("rcnn", False):
+                  device=args.device, plugins=plugins(task, tricks))
+    if task == "rcnn":
         train, _ = build_rcnn_loaders(dataset, None, scale=(args.short, args.max_side),
-                                      **common, **pipeline)
+                                      **common)
     else:
-        train, _ = build_detection_loaders(dataset, None, train_size=args.size, **common,
-                                           **pipeline)
+        train, _ = build_detection_loaders(dataset, None, train_size=args.size, **common)
     train.set_epoch(0)
     cuda = train.device.type == "cuda"
     it = iter(train)
@@ -90,18 +99,18 @@ def time_loader(dataset, pipeline: dict, workers: int, args, decode: str = "work
     return first, n / (time.perf_counter() - t0)
 
 
-def build_train_loader(dataset, pipeline: dict, args, decode: str = "worker",
+def build_train_loader(dataset, pipeline: tuple, args, decode: str = "worker",
                        device: str = "cpu"):
     """The training loader (no workers) for one pipeline, epoch 0."""
-    pipeline = {k: v for k, v in pipeline.items() if k != "random_shapes"}  # batch-level
+    task, tricks = pipeline
+    tricks = {k: v for k, v in tricks.items() if k != "random_shapes"}  # batch-level
     common = dict(batch_size=args.batch_size, num_workers=0, seed=0, decode=decode,
-                  device=device)
-    if pipeline.pop("rcnn", False):
+                  device=device, plugins=plugins(task, tricks))
+    if task == "rcnn":
         train, _ = build_rcnn_loaders(dataset, None, scale=(args.short, args.max_side),
-                                      **common, **pipeline)
+                                      **common)
     else:
-        train, _ = build_detection_loaders(dataset, None, train_size=args.size, **common,
-                                           **pipeline)
+        train, _ = build_detection_loaders(dataset, None, train_size=args.size, **common)
     train.set_epoch(0)
     return train
 

@@ -74,3 +74,13 @@ def tree_snapshot(root: Path) -> dict[str, float]:
     if not root.exists():
         return {}
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def trick_plugins(task: str, tricks: dict, epochs: int = 1, seed: int = 0):
+    """The data plug-ins ``tricks`` (``{name: options}``) give a ``task`` pipeline, as a run
+    builds them."""
+    from ablate.engine.setup import data_plugins
+    from ablate.engine.types import DataContext
+    from ablate.tricks import build_tricks
+
+    return data_plugins(build_tricks(tricks, task), DataContext(task, epochs, seed))

@@ -3,6 +3,7 @@ the worker on the GPU, channels_last, ImageNet's and the detection loaders' ``de
 (nvJPEG) against the worker path, and the GPU benchmark's MFU figures. Run them on a GPU
 machine with ``python -m pytest -q tests/test_cuda.py``."""
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -79,8 +80,10 @@ def test_detection_device_decode_on_the_gpu(tmp_path):
     """The YOLO (augmentation, mixup, random shapes) and Faster R-CNN (flip, mixup, padding)
     pipelines with ``decode: device`` on the GPU against the worker path on the CPU: the same
     targets (drawn on the host), pixels within a level or two (nvJPEG, float resize kernels)."""
-    from ablate.data.detection_loader import RandomShapes, build_detection_loaders
+    from ablate.data.detection_loader import build_detection_loaders
     from ablate.data.detection_rcnn import build_rcnn_loaders
+    from ablate.tricks.random_shapes import RandomShapes
+    from tests.conftest import trick_plugins
     from ablate.data.detection_transforms import IMAGENET_STD
     from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
 
@@ -89,14 +92,16 @@ def test_detection_device_decode_on_the_gpu(tmp_path):
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
 
     def yolo(**kw):
-        return build_detection_loaders(
-            train, test, batch_size=4, train_size=128, eval_size=128, augment=True,
-            mixup={"off_last_epochs": 0}, epochs=1,
-            random_shapes=RandomShapes((96, 128), every=1, seed=3), **kw)
+        plugins = dataclasses.replace(
+            trick_plugins("yolo", {"data_augmentation": {}, "mixup": {"off_last_epochs": 0}}),
+            batch_transform=[RandomShapes((96, 128), every=1, seed=3)])
+        return build_detection_loaders(train, test, batch_size=4, train_size=128,
+                                       eval_size=128, plugins=plugins, **kw)
 
     def rcnn(**kw):
-        return build_rcnn_loaders(train, test, batch_size=3, scale=(100, 160), augment=True,
-                                  mixup={"off_last_epochs": 0}, epochs=1, **kw)
+        plugins = trick_plugins("rcnn", {"data_augmentation": {}, "mixup": {}})
+        return build_rcnn_loaders(train, test, batch_size=3, scale=(100, 160), plugins=plugins,
+                                  **kw)
 
     for loaders in (yolo, rcnn):
         want = [list(loader) for loader in loaders()]

@@ -3,6 +3,12 @@
 malformed, and returns the number of training images where it knows it without reading them
 all (else None): the driver checks a run's iteration counts with it before launching.
 
+A source's options are the keyword parameters of its two functions, typed by their
+annotations: a data config key that neither takes (a typo, an option of another dataset) or a
+value of the wrong type is an error naming it, before anything runs; each function is then
+called with the keys it declares. ``num_classes``, ``in_chans`` (read by the model) and
+``metric`` (read by the task) are known to every source.
+
 Sources are registered by name with their functions given as ``"module:function"`` and imported
 on first call, so that checking a study does not import torchvision or pycocotools.
 """
@@ -14,23 +20,40 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ablate.registry import DATASETS
+from ablate.typed import check_options, keyword_options
+
+SHARED_KEYS = ("num_classes", "in_chans", "metric")  # every data config has them
 
 
-def _lazy(target: str) -> Callable[..., Any]:
+def _resolve(target: str) -> Callable[..., Any]:
     module, _, name = target.partition(":")
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-
-    call.__name__ = name
-    return call
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
 class DataSource:
-    build: Callable[..., tuple[Any, Any]]
-    check: Callable[..., None]
+    name: str
+    builder: str  # "module:function"
+    checker: str
     tasks: tuple[str, ...]
+
+    def options(self) -> dict[str, Any]:
+        """Every option the source takes and its type (both functions' keywords)."""
+        return {**keyword_options(_resolve(self.checker)), **keyword_options(_resolve(self.builder))}
+
+    def _call(self, target: str, kwargs: dict[str, Any]) -> Any:
+        fn = _resolve(target)
+        takes = keyword_options(fn)
+        return fn(**{k: v for k, v in kwargs.items() if k in takes})
+
+    def build(self, **kwargs: Any) -> tuple[Any, Any]:
+        check_options(kwargs, self.options(), "data", also=SHARED_KEYS)
+        return self._call(self.builder, kwargs)
+
+    def check(self, *, deep: bool = False, **kwargs: Any) -> int | None:
+        """``deep`` (``ablate data prepare``): read every annotation, where the check can."""
+        check_options(kwargs, self.options(), "data", also=SHARED_KEYS)
+        return self._call(self.checker, {**kwargs, "deep": deep})
 
 
 _SOURCES = {
@@ -45,5 +68,4 @@ _SOURCES = {
                        "check_fashion_scenes", ("yolo", "rcnn")),
 }
 for _name, (_mod, _build, _check, _tasks) in _SOURCES.items():
-    DATASETS.register(_name)(DataSource(_lazy(f"{_mod}:{_build}"), _lazy(f"{_mod}:{_check}"),
-                                        _tasks))
+    DATASETS.register(_name)(DataSource(_name, f"{_mod}:{_build}", f"{_mod}:{_check}", _tasks))

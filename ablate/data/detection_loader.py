@@ -1,26 +1,30 @@
 """Detection train/eval loaders for YOLOv3 ("Bag of Freebies", Zhang et al. 2019).
 
-Per sample, in DataLoader workers: dataset → optional visually coherent mixup (``MixupDataset``,
-Sec. 3.1, raw images) → a sample transform (``YoloAugment``, ``plain_resize``, ``eval_resize``)
-→ ``collate_detection`` (boxes padded per batch). Per batch, on the device: uint8 → float,
-ImageNet normalisation, optional channels-last, optional ``RandomShapes`` (training only).
+Per sample, in DataLoader workers: dataset → the tricks' dataset wrappers (mixup's pairs) → a
+sample transform (``plain_resize`` or what a trick puts in its place, ``eval_resize``) →
+``collate_detection`` (boxes padded per batch). Per batch, on the device: uint8 → float,
+ImageNet normalisation, optional channels-last, the tricks' batch transforms (random shapes;
+training only). Tricks plug in through ``DataPlugins`` (``ablate.data.loading``); this module
+never reads their options.
 
 ``decode: device`` (``DetectionTrainDataset(decode="device")``) moves the pixel work to the
 training device, for GPUs that train faster than the host's cores decode and augment: a worker
-reads the image file (and its mixup partner's) as bytes, takes the size from the JPEG header
-and makes every draw of the worker path, in its order, from the size and boxes alone (mixup's
-λ and partner, the transform's ``draw``); the targets are final. The loader then decodes the
-batch's files in one call on its device (nvJPEG on CUDA), mixes, applies each transform's
-``apply`` and pads (``DetectionLoader.decode_on_device``). Files the device decoder may not
-take (PNG, progressive, grey, CMYK JPEGs) come decoded from the worker. On CPU the batches equal
-the worker path's bit for bit; on CUDA the pixels differ by a level or two (nvJPEG's inverse
-DCT, float resize kernels), the targets not at all.
+reads the image file (and those a ``CombiningDataset`` wrapper pairs it with) as bytes, takes
+the size from the JPEG header and makes every draw of the worker path, in its order, from the
+sizes and boxes alone (the wrapper's ``plan``, the transform's ``draw``); the targets are
+final. The loader then decodes the batch's files in one call on its device (nvJPEG on CUDA),
+combines them (the wrapper's ``combine``), applies each transform's ``apply`` and pads
+(``DetectionLoader.decode_on_device``). Files the device decoder may not take (PNG,
+progressive, grey, CMYK JPEGs) come decoded from the worker. On CPU the batches equal the
+worker path's bit for bit; on CUDA the pixels differ by a level or two (nvJPEG's inverse DCT,
+float resize kernels), the targets not at all.
 
 Per-epoch state reaches the workers: the epoch lives in a shared-memory tensor (``SharedEpoch``)
 read on every item, so ``set_epoch`` in the main process is seen by forked or spawned, persistent
 or re-created workers (GluonCV's reference switches mixup off through an attribute its workers
-never see). Every random draw of an item comes from a generator seeded by (seed, epoch, index):
-samples do not depend on the number of workers.
+never see); wrappers with per-epoch draws get ``set_epoch`` too. Every random draw of an item
+comes from a generator seeded by (seed, epoch, index): samples do not depend on the number of
+workers.
 
 Sharding follows ``DistributedSampler``: training shuffles with seed + epoch, pads by wrapping
 and drops the last partial batch; evaluation gives rank r every world-th image, without padding.
@@ -29,7 +33,7 @@ and drops the last partial batch; evaluation gives rank r every world-th image, 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -38,114 +42,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from ablate.data.detection_common import load_rgb
 from ablate.data.detection_transforms import (IMAGENET_MEAN, IMAGENET_STD, SampleTransform,
-                                              YoloAugment, eval_resize, mix_images, mix_pair,
-                                              mix_targets, plain_resize)
+                                              eval_resize, plain_resize)
 from ablate.data.encoded import decode_batch, decode_mode, pack, read_encoded, unpack
+from ablate.data.loading import (AUGMENT_STREAM, CombiningDataset, DataPlugins, SharedEpoch,
+                                 item_generator)
+from ablate.data.targets import with_weights
 from ablate.errors import AblateError
-
-_MIX, _AUG, _SHAPES = 1, 2, 3  # RNG streams
-
-
-def item_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:
-    """A CPU generator seeded by hashing (seed, epoch, index, stream) (numpy SeedSequence)."""
-    words = [int(x) % 2**32 for x in (seed, epoch, index, stream)]
-    hi, lo = np.random.SeedSequence(words).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed((int(hi) << 31) ^ int(lo))
-
-
-class SharedEpoch:
-    """An epoch counter in shared memory: set in the main process, read by DataLoader workers
-    (fork: inherited mapping; spawn: torch shares the storage when pickling the dataset)."""
-
-    def __init__(self, epoch: int = 0) -> None:
-        self._t = torch.full((), int(epoch), dtype=torch.int64).share_memory_()
-
-    def set(self, epoch: int) -> None:
-        self._t.fill_(int(epoch))
-
-    def get(self) -> int:
-        return int(self._t)
-
-
-def with_weights(target: dict[str, Any]) -> dict[str, Any]:
-    """``target`` with a float ``weights`` column (1.0 per box) when it has none."""
-    if "weights" in target:
-        return target
-    return {**target, "weights": torch.ones(len(target["boxes"]), dtype=torch.float32)}
-
-
-class MixupDataset(Dataset):
-    """Visually coherent mixup of raw detection samples (GluonCV's ``MixupDetection``).
-
-    While active (``epoch < epochs - off_last_epochs``) item i is blended with a uniformly
-    drawn other item j ≠ i by ``mix_pair``: λ ~ Beta(alpha, beta) clipped to [0, 1] with box
-    weights λ / 1 − λ (``mode="beta"``), or λ = 0.5 with all weights 1.0 (``mode="even"``, the
-    "0.5:0.5 evenly, unweighted" row); λ ≥ 1 returns item i unmixed. Inactive, or unmixed,
-    items get weights 1.0. The draws use ``item_generator(seed, epoch, i)``.
-
-    Args:
-        base: a detection dataset (``(uint8 image, target)`` items, at least 2).
-        alpha, beta: Beta parameters.
-        mode: ``"beta"`` or ``"even"``.
-        off_last_epochs: mixup is off for this many final epochs.
-        epochs: total training epochs.
-        seed: base seed.
-    """
-
-    def __init__(self, base: Dataset, *, alpha: float = 1.5, beta: float = 1.5,
-                 mode: str = "beta", off_last_epochs: int = 20, epochs: int, seed: int = 0):
-        if mode not in ("beta", "even") or min(alpha, beta) <= 0 or off_last_epochs < 0 \
-                or epochs < 1 or len(base) < 2:
-            raise AblateError(f"mixup needs mode 'beta' or 'even', alpha, beta > 0, "
-                              f"off_last_epochs >= 0, epochs >= 1 and >= 2 images; got "
-                              f"{mode!r}, {alpha}, {beta}, {off_last_epochs}, {epochs}, "
-                              f"{len(base)} images")
-        self.base, self.alpha, self.beta, self.mode = base, float(alpha), float(beta), mode
-        self.off_last_epochs, self.epochs, self.seed = int(off_last_epochs), int(epochs), seed
-        self._epoch = SharedEpoch()
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch (shared with the workers)."""
-        self._epoch.set(epoch)
-
-    def active(self, epoch: int | None = None) -> bool:
-        """Whether mixing happens in ``epoch`` (default: the current one)."""
-        return (self.epoch if epoch is None else epoch) < self.epochs - self.off_last_epochs
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def draw(self, i: int, epoch: int | None = None) -> tuple[float, int] | None:
-        """Item ``i``'s mixup in ``epoch`` (default: the current one): ``(lam, j)``, or None
-        when it stays unmixed."""
-        epoch = self.epoch if epoch is None else epoch
-        if not self.active(epoch):
-            return None
-        g = item_generator(self.seed, epoch, i, _MIX)
-        if self.mode == "even":
-            lam = 0.5
-        else:
-            x = torch._standard_gamma(torch.tensor([self.alpha, self.beta], dtype=torch.float64),
-                                      generator=g)  # Beta(a, b) = Ga / (Ga + Gb)
-            lam = min(max(float(x[0] / x.sum()), 0.0), 1.0)
-        if lam >= 1.0:
-            return None
-        j = int(torch.randint(len(self.base) - 1, (1,), generator=g))
-        return lam, j + int(j >= i)  # uniform over the other items
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        image, target = self.base[i]
-        target = with_weights(target)
-        mix = self.draw(i)
-        if mix is None:
-            return image, target
-        image2, target2 = self.base[mix[1]]
-        return mix_pair(image, target, image2, with_weights(target2), mix[0],
-                        weighted=self.mode == "beta")
 
 
 def image_file_source(dataset: Dataset, i: int) -> tuple[Any, int]:
@@ -169,49 +71,42 @@ def read_item(dataset: Dataset, i: int) -> tuple[torch.Tensor, tuple[int, int], 
 
 
 class DetectionTrainDataset(Dataset):
-    """(optional mixup) → ``sample_transform`` per item, targets with ``weights``.
+    """The per-sample pipeline: ``source`` item → ``sample_transform``, targets with
+    ``weights``.
 
     Args:
-        base: a detection dataset.
+        source: a detection dataset, or a tricks' wrapper of one (``DataPlugins.wrap``).
         sample_transform: called as ``f(image, target, out_size=…, generator=g)`` with
-            ``g = item_generator(seed, epoch, index)`` (``YoloAugment``, ``plain_resize``;
-            ``eval_resize`` makes this the evaluation dataset).
-        out_size: square network input side.
-        mixup: None, a ``MixupDataset`` wrapping ``base``, or a dict of its keyword arguments.
+            ``g = item_generator(seed, epoch, index, AUGMENT_STREAM)`` (``YoloAugment``,
+            ``plain_resize``; ``eval_resize`` makes this the evaluation dataset).
+        out_size: the transform's output size (square side, or ``(short, max_side)``).
         seed: base seed of the per-item generators.
         decode: ``"worker"``: items are ``(uint8 image, target)``; ``"device"``: items are
             ``(EncodedItem, target)``, the image files' bytes and the transform's parameters
-            (``sample_transform`` must be a ``SampleTransform``; ``base`` must read image files)
-            for ``DetectionLoader`` to decode, mix and transform on its device.
+            (``sample_transform`` must be a ``SampleTransform``; ``source`` must read image
+            files, or be a ``CombiningDataset`` over a dataset that does) for
+            ``DetectionLoader`` to decode, combine and transform on its device.
     """
 
-    def __init__(self, base: Dataset, sample_transform: SampleTransform | Callable, out_size: Any,
-                 mixup: MixupDataset | Mapping[str, Any] | None = None, seed: int = 0,
-                 decode: str = "worker"):
-        if isinstance(mixup, Mapping):
-            try:
-                mixup = MixupDataset(base, **{"seed": seed, **mixup})
-            except TypeError as e:  # a misspelt or missing option
-                raise AblateError(f"mixup options {dict(mixup)}: {e}") from None
-        if mixup is not None and mixup.base is not base:
-            raise AblateError("DetectionTrainDataset: the MixupDataset must wrap `base`")
+    def __init__(self, source: Dataset, sample_transform: SampleTransform | Callable,
+                 out_size: Any, seed: int = 0, decode: str = "worker"):
         self.decode = decode_mode(decode, "detection")
+        self.files = source.base if isinstance(source, CombiningDataset) else source
         if self.decode == "device":
             if not isinstance(sample_transform, SampleTransform):
                 raise AblateError(f"data.decode=device needs a SampleTransform (draw + apply), "
                                   f"got {sample_transform!r}")
-            if len(base):
-                image_file_source(base, 0)
-        self.base, self.mixup, self.transform = base, mixup, sample_transform
-        self.source = mixup if mixup is not None else base
+            if len(self.files):
+                image_file_source(self.files, 0)
+        self.source, self.transform = source, sample_transform
         self.out_size, self.seed = out_size, seed
         self._epoch = SharedEpoch()
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch for the per-item generators and the mixup switch (shared)."""
+        """Set the epoch for the per-item generators and the source's draws (shared)."""
         self._epoch.set(epoch)
-        if self.mixup is not None:
-            self.mixup.set_epoch(epoch)
+        if hasattr(self.source, "set_epoch"):
+            self.source.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -220,44 +115,52 @@ class DetectionTrainDataset(Dataset):
         if self.decode == "device":
             return self._encoded_item(i)
         image, target = self.source[i]
-        g = item_generator(self.seed, self._epoch.get(), i, _AUG)
+        g = item_generator(self.seed, self._epoch.get(), i, AUGMENT_STREAM)
         return self.transform(image, with_weights(target), out_size=self.out_size, generator=g)
 
     def _encoded_item(self, i: int) -> tuple[EncodedItem, dict[str, Any]]:
-        """The worker path's draws, in its order, without decoding: mixup, then the
-        transform's; the target is final, the pixels are left to ``EncodedItem.pixels``."""
+        """The worker path's draws, in its order, without decoding: the source's (a
+        ``CombiningDataset``'s ``plan``), then the transform's; the target is final, the pixels
+        are left to ``EncodedItem.pixels``."""
         epoch = self._epoch.get()
-        data, size, target = read_item(self.base, i)
-        target, item = with_weights(target), EncodedItem([data])
-        mix = self.mixup.draw(i, epoch) if self.mixup is not None else None
-        if mix is not None:
-            data2, size2, target2 = read_item(self.base, mix[1])
-            size = (max(size[0], size2[0]), max(size[1], size2[1]))
-            target = mix_targets(target, with_weights(target2), mix[0], size,
-                                 weighted=self.mixup.mode == "beta")
-            item = EncodedItem([data, data2], mix[0])
-        g = item_generator(self.seed, epoch, i, _AUG)
-        item.params, target = self.transform.draw(*size, target, out_size=self.out_size,
-                                                  generator=g)
+        if isinstance(self.source, CombiningDataset):
+            data, size, target, how = self.source.plan(
+                i, epoch, functools.partial(read_item, self.files))
+        else:
+            one, size, target = read_item(self.files, i)
+            data, how = [one], None
+        item = EncodedItem(data, how)
+        g = item_generator(self.seed, epoch, i, AUGMENT_STREAM)
+        item.params, target = self.transform.draw(*size, with_weights(target),
+                                                  out_size=self.out_size, generator=g)
         return item, target
+
+    def combine(self, images: list[torch.Tensor], how: Any) -> torch.Tensor:
+        """One item's image from its decoded files (``EncodedItem.pixels``)."""
+        if isinstance(self.source, CombiningDataset):
+            return self.source.combine(images, how)
+        return images[0]
 
 
 class EncodedItem:
-    """A ``decode: device`` item: its image file (and its mixup partner's) as bytes or pixels
-    (``read_encoded``), the mixup ``lam`` (None: unmixed) and the transform's ``params``."""
+    """A ``decode: device`` item: its image files as bytes or pixels (``read_encoded``), how
+    to combine them (a ``CombiningDataset``'s ``plan`` params; None for one file) and the
+    transform's ``params``."""
 
-    def __init__(self, data: list[torch.Tensor], lam: float | None = None,
-                 params: Any = None) -> None:
-        self.data, self.lam, self.params = data, lam, params
+    def __init__(self, data: list[torch.Tensor], how: Any = None, params: Any = None,
+                 count: int | None = None) -> None:
+        self.data, self.how, self.params = data, how, params
+        self.count = len(data) if count is None else count
 
-    def pixels(self, decoded: Iterator[torch.Tensor], transform: SampleTransform
+    def without_data(self) -> EncodedItem:
+        return EncodedItem([], self.how, self.params, self.count)
+
+    def pixels(self, decoded: Iterator[torch.Tensor], dataset: DetectionTrainDataset
                ) -> torch.Tensor:
-        """The worker path's image, from the next one (unmixed) or two (mixed) of ``decoded``
-        (the batch's decoded files in order, on their device)."""
-        image = next(decoded)
-        if self.lam is not None:
-            image = mix_images(image, next(decoded), self.lam)
-        return transform.apply(image, self.params)
+        """The worker path's image, from the next ``count`` of ``decoded`` (the batch's
+        decoded files in order, on their device)."""
+        image = dataset.combine([next(decoded) for _ in range(self.count)], self.how)
+        return dataset.transform.apply(image, self.params)
 
 
 def collate_detection(samples: Sequence[tuple[torch.Tensor, dict[str, Any]]],
@@ -335,7 +238,7 @@ def collate_encoded(samples: Sequence[tuple[EncodedItem, dict[str, Any]]],
     items, targets = zip(*samples)
     batch = collate_targets(targets, with_gt)
     batch["data"], batch["shapes"] = pack([d for item in items for d in item.data])
-    batch["items"] = [EncodedItem([], item.lam, item.params) for item in items]
+    batch["items"] = [item.without_data() for item in items]
     if size_divisible is not None:
         sizes = [SampleTransform.output_size(item.params) for item in items]
         batch["image_sizes"] = torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2)
@@ -415,8 +318,7 @@ class DetectionLoader:
         loader's device, in place of ``data``, ``shapes`` and ``items``."""
         batch = dict(batch)
         data = iter(decode_batch(unpack(batch.pop("data"), batch.pop("shapes")), self.device))
-        transform = self.dataset.transform
-        images = [item.pixels(data, transform) for item in batch.pop("items")]
+        images = [item.pixels(data, self.dataset) for item in batch.pop("items")]
         if self.size_divisible is not None:
             images = pad_images(images, [tuple(im.shape[-2:]) for im in images],
                                 self.size_divisible)
@@ -448,115 +350,41 @@ class DetectionLoader:
             yield batch
 
 
-def scaled_sizes(base: int = 416, proxy: int = 160, multiple: int | None = None
-                 ) -> tuple[int, ...]:
-    """The random training shapes {320, 352, …, 608} scaled by ``proxy / base``.
-
-    Each size is rounded to the nearest multiple of ``multiple`` (duplicates removed). By
-    default that is 32, which a stride-32 network needs for its up-sampled maps to line up,
-    unless fewer than 3 distinct sizes remain (proxies under ~80 px): then 8, which needs a
-    head that aligns its maps itself. ``scaled_sizes(416, 416)`` is the paper's set;
-    ``scaled_sizes(416, 160)`` is (128, 160, 192, 224).
-    """
-    if base < 1 or proxy < 1:
-        raise AblateError(f"scaled_sizes needs positive sizes, got base={base}, proxy={proxy}")
-    raw = [s * proxy / base for s in range(320, 609, 32)]
-
-    def rounded(m: int) -> tuple[int, ...]:
-        return tuple(sorted({max(m, m * int(np.floor(s / m + 0.5))) for s in raw}))
-
-    if multiple is None:
-        multiple = 32 if len(rounded(32)) >= 3 else 8
-    return rounded(int(multiple))
-
-
-class RandomShapes:
-    """Random training shapes (YOLOv3): one size per ``every`` iterations for the whole batch.
-
-    The size for iteration t is drawn uniformly from ``sizes`` by a generator seeded with
-    (seed, t // every), so it is the same on every rank and after a resume. The batch image is
-    resized with bilinear ``F.interpolate`` and the boxes scaled by (s/W, s/H); padding boxes
-    stay zero. Apply to training batches only; evaluation stays at its fixed size.
-
-    Args:
-        sizes: candidate square sizes (e.g. ``scaled_sizes(...)`` for proxies).
-        every: iterations per size.
-        seed: base seed.
-    """
-
-    def __init__(self, sizes: Sequence[int] = range(320, 609, 32), every: int = 10,
-                 seed: int = 0) -> None:
-        self.sizes = tuple(int(s) for s in sizes)
-        if not self.sizes or min(self.sizes) < 1 or every < 1:
-            raise AblateError(f"RandomShapes needs positive sizes and every >= 1, got "
-                              f"{self.sizes}, {every}")
-        self.every, self.seed = int(every), seed
-
-    def size_at(self, iteration: int) -> int:
-        """The size used at ``iteration``."""
-        g = item_generator(self.seed, iteration // self.every, 0, _SHAPES)
-        return self.sizes[int(torch.randint(len(self.sizes), (1,), generator=g))]
-
-    def __call__(self, batch: dict[str, Any], iteration: int) -> dict[str, Any]:
-        s = self.size_at(iteration)
-        image = batch["image"]
-        h, w = image.shape[-2:]
-        if (h, w) == (s, s):
-            return batch
-        out = F.interpolate(image.float(), size=(s, s), mode="bilinear", align_corners=False)
-        if not image.is_floating_point():
-            out = out.round().clamp(0, 255).to(image.dtype)
-        boxes = batch["boxes"]
-        old = torch.tensor([w, h] * 2, dtype=boxes.dtype, device=boxes.device)
-        return {**batch, "image": out, "boxes": boxes * s / old}  # exact for s/old·old
-
-
 def build_detection_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = None, *,
                             batch_size: int, eval_batch_size: int | None = None,
                             train_size: int = 416, eval_size: int | Sequence[int] = 416,
-                            augment: bool = True,
-                            mixup: Mapping[str, Any] | None = None, epochs: int | None = None,
-                            random_shapes: RandomShapes | None = None, rank: int = 0,
+                            plugins: DataPlugins = DataPlugins(), rank: int = 0,
                             world_size: int = 1, seed: int = 0, num_workers: int = 0,
                             device: torch.device | str = "cpu", channels_last: bool = False,
                             mean: Sequence[float] = IMAGENET_MEAN,
                             std: Sequence[float] = IMAGENET_STD,
                             persistent_workers: bool | None = None, decode: str = "worker"
                             ) -> tuple[DetectionLoader, Any]:
-    """Train and eval loaders for YOLOv3-style detection.
+    """Train and eval loaders for YOLOv3-style detection (square inputs).
 
     Args:
         train_dataset, eval_dataset: detection datasets (eval may be None).
         batch_size, eval_batch_size: per-rank batch sizes (eval defaults to batch_size).
-        train_size, eval_size: square input sides (training before ``random_shapes``). A list
-            of eval sizes (Det-T5: ``[416, 320, 608]``) evaluates the same weights at each: the
-            eval loader is then a dict ``{"416": …, "320": …}`` (metrics ``map@416``, …; the
-            first size's metrics are also reported unprefixed).
-        augment: ``yolo_augment`` (expand fill = ``mean`` × 255) else ``plain_resize``.
-        mixup: ``MixupDataset`` keyword arguments (``alpha``, ``beta``, ``mode``,
-            ``off_last_epochs``); ``epochs`` is taken from the argument below unless given.
-        epochs: total training epochs (needed by mixup's off switch).
-        random_shapes: batch transform for training (e.g. ``RandomShapes()``).
+        train_size, eval_size: square input sides (training before any batch transform). A
+            list of eval sizes (Det-T5: ``[416, 320, 608]``) evaluates the same weights at
+            each: the eval loader is then a dict ``{"416": …, "320": …}`` (metrics
+            ``map@416``, …; the first size's metrics are also reported unprefixed).
+        plugins: the tricks' dataset wrappers, sample transform (in place of
+            ``plain_resize``) and batch transforms, for training.
         rank, world_size, seed, num_workers, device, channels_last, mean, std,
         persistent_workers: see ``DetectionLoader``.
-        decode: ``"worker"`` (decode, mix and transform in the workers) or ``"device"`` (the
-            workers read the files and draw; ``device`` decodes, mixes and transforms).
+        decode: ``"worker"`` (decode, combine and transform in the workers) or ``"device"``
+            (the workers read the files and draw; ``device`` decodes, combines and transforms).
     Returns:
         ``(train_loader, eval_loader, a dict of them, or None)``.
     """
-    if mixup is not None:
-        mixup = {"epochs": epochs, **mixup}
-        if mixup["epochs"] is None:
-            raise AblateError("mixup needs the number of training epochs (epochs=...)")
-    fill = tuple(round(255 * m) for m in mean)
-    transform = YoloAugment(mean_pixel=fill) if augment else plain_resize
     common = dict(mean=mean, std=std, rank=rank, world_size=world_size, seed=seed,
                   num_workers=num_workers, device=device, channels_last=channels_last,
                   persistent_workers=persistent_workers)
     train = DetectionLoader(
-        DetectionTrainDataset(train_dataset, transform, train_size, mixup=mixup, seed=seed,
-                              decode=decode),
-        batch_size, train=True, batch_transform=random_shapes, **common)
+        DetectionTrainDataset(plugins.wrap(train_dataset), plugins.transform(plain_resize),
+                              train_size, seed=seed, decode=decode),
+        batch_size, train=True, batch_transform=plugins.batch_fn(), **common)
     if len(train) == 0:
         raise AblateError(f"batch_size {batch_size} exceeds the {len(train.sampler)} training "
                           f"images of rank {rank}: no full batch per epoch")

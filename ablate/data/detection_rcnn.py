@@ -5,9 +5,10 @@ smaller than 1000 pixels. Training and validation … follow the same preprocess
 that training images have chances of 0.5 to flip horizontally": no crop, no expand, no colour
 jitter (sampling-based detectors do not need them, Sec. 3.3). COCO uses 800 / 1333.
 
-Per sample, in DataLoader workers: dataset → optional visually coherent mixup on the raw images
-(``MixupDataset``, the same as YOLOv3's) → ``RcnnResize`` (+ flip p 0.5 with the
-``data_augmentation`` trick; "- data augmentation" removes the flip) → ``collate_padded``:
+Per sample, in DataLoader workers: dataset → the tricks' dataset wrappers (visually coherent
+mixup on the raw images, the same as YOLOv3's) → ``RcnnResize`` (the ``data_augmentation``
+trick puts ``RcnnResize(flip=True)`` in its place; "- data augmentation" removes the flip) →
+``collate_padded``:
 images zero-padded at the bottom/right to the batch's largest size rounded up to a multiple of
 32 (torchvision's ``GeneralizedRCNNTransform.batch_images``), with ``image_sizes`` (h, w) of each
 unpadded image. On the device, ``DetectionLoader`` normalises and zeroes the padding again.
@@ -22,7 +23,7 @@ round(h · scale), round(w · scale); bilinear (cv2 INTER_LINEAR, no antialiasin
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -31,6 +32,7 @@ from ablate.data.detection_loader import (DetectionLoader, DetectionTrainDataset
                                           collate_detection)
 from ablate.data.detection_transforms import (IMAGENET_MEAN, IMAGENET_STD, SampleTransform,
                                               resize_image)
+from ablate.data.loading import DataPlugins
 from ablate.errors import AblateError
 
 SIZE_DIVISIBLE = 32  # torchvision's padding multiple (a stride-32 FPN level lines up)
@@ -128,9 +130,8 @@ def check_scale(short_side: Any, max_side: Any) -> tuple[int, int]:
 
 def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = None, *,
                        batch_size: int, eval_batch_size: int | None = None,
-                       scale: Sequence[int] = (600, 1000), augment: bool = True,
-                       mixup: Mapping[str, Any] | None = None, epochs: int | None = None,
-                       rank: int = 0, world_size: int = 1, seed: int = 0, num_workers: int = 0,
+                       scale: Sequence[int] = (600, 1000),
+                       plugins: DataPlugins = DataPlugins(), rank: int = 0, world_size: int = 1, seed: int = 0, num_workers: int = 0,
                        device: torch.device | str = "cpu", channels_last: bool = False,
                        mean: Sequence[float] = IMAGENET_MEAN,
                        std: Sequence[float] = IMAGENET_STD,
@@ -143,8 +144,9 @@ def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = No
         train_dataset, eval_dataset: detection datasets (eval may be None).
         batch_size, eval_batch_size: per-rank batch sizes (eval defaults to batch_size).
         scale: ``(shorter side, longer-side cap)``, training and evaluation alike.
-        augment: horizontal flip p 0.5 (the ``data_augmentation`` trick), else none.
-        mixup: ``MixupDataset`` keyword arguments; needs ``epochs``.
+        plugins: the tricks' dataset wrappers and sample transform (in place of
+            ``RcnnResize()``), for training; batch transforms are refused (the batches are
+            padded, not square).
         rank, world_size, seed, num_workers, device, channels_last, mean, std,
         persistent_workers: see ``DetectionLoader``.
         size_divisible: padded sides are multiples of this.
@@ -152,17 +154,16 @@ def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = No
     Returns:
         ``(train_loader, eval_loader or None)``.
     """
-    if mixup is not None:
-        mixup = {"epochs": epochs, **mixup}
-        if mixup["epochs"] is None:
-            raise AblateError("mixup needs the number of training epochs (epochs=...)")
+    if plugins.batch_transform:
+        raise AblateError("the rcnn pipeline resizes each image by short_side / max_side and "
+                          "pads the batch: it takes no batch transform (random_shapes is for "
+                          "the yolo pipeline)")
     common = dict(mean=mean, std=std, rank=rank, world_size=world_size, seed=seed,
                   num_workers=num_workers, device=device, channels_last=channels_last,
                   persistent_workers=persistent_workers, size_divisible=size_divisible)
-    transform = RcnnResize(flip=bool(augment))
     train = DetectionLoader(
-        DetectionTrainDataset(train_dataset, transform, tuple(scale), mixup=mixup, seed=seed,
-                              decode=decode),
+        DetectionTrainDataset(plugins.wrap(train_dataset), plugins.transform(RcnnResize()),
+                              tuple(scale), seed=seed, decode=decode),
         batch_size, train=True, **common)
     if len(train) == 0:
         raise AblateError(f"batch_size {batch_size} exceeds the {len(train.sampler)} training "

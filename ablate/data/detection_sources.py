@@ -1,25 +1,19 @@
 """Detection data sources for the YOLOv3 and Faster R-CNN tables: Pascal VOC, COCO and
 FashionScenes.
 
-Each source is a ``DataSource(build, check, ("yolo",))`` (see ``SOURCES``; ``register`` adds them
-to a registry). ``build`` opens the datasets and hands them to ``build_detection_loaders`` (or
-``build_rcnn_loaders``, see ``pipeline`` below) with the trick options the engine merges in:
-
-* ``augment`` (bool, default False): the "data augmentation" freebie (``yolo_augment``) or a
-  plain resize;
-* ``mixup`` (dict or None): ``MixupDataset`` options (alpha, beta, mode, off_last_epochs);
-* ``random_shapes`` (dict or None): ``RandomShapes`` options (sizes, every). Without ``sizes``
-  the paper's {320, …, 608} is scaled by ``train_size / 416`` (``scaled_sizes``), so a 160 px
-  proxy trains on (128, 160, 192, 224);
-* ``epochs`` (int): total training epochs (mixup's off switch for the last epochs);
-* ``decode`` (``worker``, the default, or ``device``): where images are decoded, mixed and
-  augmented (``ablate.data.detection_loader``); the data configs set it.
+Each source is a ``build`` function, which opens the datasets and hands them to
+``build_detection_loaders`` (or ``build_rcnn_loaders``, see ``pipeline`` below), and a ``check``
+function, registered in ``ablate.data``. Their keyword arguments are the data config's keys,
+typed: an unknown key or a value of the wrong type is refused by name. Tricks reach the
+pipeline only through ``plugins`` (``ablate.data.loading.DataPlugins``: mixup's dataset
+wrapper, the augmentation's sample transform, random shapes' batch transform). ``decode``
+(``worker``, the default, or ``device``) says where images are decoded, combined and augmented
+(``ablate.data.detection_loader``).
 
 ``pipeline`` picks the input pipeline (the data configs set it to the model's task): ``rcnn``
 (the Faster R-CNN task, ``ablate.data.detection_rcnn``) resizes the shorter side to
-``short_side`` with the longer at most ``max_side``, pads batches, and reads ``augment`` as
-"flip with p 0.5", its only augmentation; any other value (``yolo``, the default) resizes to
-``train_size``/``eval_size`` squares as above.
+``short_side`` with the longer at most ``max_side`` and pads batches; any other value
+(``yolo``) resizes to ``train_size``/``eval_size`` squares.
 
 Which boxes are kept, following GluonCV's ``train_yolo3.py`` (the paper's reference code):
 
@@ -38,24 +32,22 @@ builds on first use (a few seconds for the default 2000 + 500 scenes).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from torch.utils.data import Dataset, Subset
 
-from ablate.data import DataSource
 from ablate.data.coco import LAYOUT as COCO_LAYOUT
 from ablate.data.coco import COCODetection
 from ablate.data.detection_common import first_missing, missing_path_error
-from ablate.data.detection_loader import (RandomShapes, build_detection_loaders, eval_sizes,
-                                          scaled_sizes)
+from ablate.data.detection_loader import build_detection_loaders, eval_sizes
 from ablate.data.detection_rcnn import build_rcnn_loaders, check_scale
 from ablate.data.encoded import decode_mode
 from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
+from ablate.data.loading import DataPlugins
 from ablate.data.voc import DEFAULT_SETS, VOCDetection, read_image_set, resolve_devkit
 from ablate.errors import AblateError
+from ablate.typed import forwards_to
 
-TASKS = ("yolo", "rcnn")
-BASE_SIZE = 416  # the paper's input size; random shapes scale from it
 
 
 def _pairs(sets: Any) -> list[tuple[str, str]]:
@@ -80,53 +72,23 @@ def _first(dataset: Dataset, n: int | None) -> Dataset:
     return Subset(dataset, range(int(n)))
 
 
-def _options(opts: Any) -> dict[str, Any] | None:
-    """A trick's options: None/False = off, True = defaults, else a dict."""
-    if opts is None or opts is False:
-        return None
-    return {} if opts is True else dict(opts)
-
-
-def _random_shapes(opts: Any, train_size: int, seed: int) -> RandomShapes | None:
-    if isinstance(opts, RandomShapes):
-        return opts
-    opts = _options(opts)
-    if opts is None:
-        return None
-    if opts.get("sizes") is None:
-        opts["sizes"] = scaled_sizes(BASE_SIZE, train_size)
-    try:
-        return RandomShapes(**{"seed": seed, **opts})
-    except TypeError as e:  # a misspelt option
-        raise AblateError(f"random_shapes options {opts}: {e}") from None
-
-
-def _loaders(train: Dataset, test: Dataset, *, batch_size: int, eval_batch_size: int | None = None,
-             train_size: int = 416, eval_size: Any = 416, num_workers: int = 0,
+def _loaders(train: Dataset, test: Dataset, /, *, batch_size: int,
+             eval_batch_size: int | None = None,
+             train_size: int = 416, eval_size: int | list[int] = 416, num_workers: int = 0,
              train_subset: int | None = None, test_subset: int | None = None,
-             augment: bool = False, mixup: Mapping[str, Any] | None = None,
-             random_shapes: Mapping[str, Any] | None = None, epochs: int | None = None,
-             rank: int = 0, world_size: int = 1, seed: int = 0, device: Any = "cpu",
-             channels_last: bool = False, pipeline: str = "yolo", short_side: int = 600,
-             max_side: int = 1000, decode: str = "worker", **_: Any):
-    """Common tail of the three builds (unused config keys such as ``in_chans`` land in ``_``)."""
+             plugins: DataPlugins = DataPlugins(), rank: int = 0, world_size: int = 1,
+             seed: int = 0, device: Any = "cpu", channels_last: bool = False,
+             pipeline: str = "yolo", short_side: int = 600, max_side: int = 1000,
+             decode: str = "worker"):
+    """Common tail of the three builds: the pipeline options every detection source takes."""
+    train, test = _first(train, train_subset), _first(test, test_subset)
+    common = dict(batch_size=batch_size, eval_batch_size=eval_batch_size, plugins=plugins,
+                  rank=rank, world_size=world_size, seed=seed, num_workers=int(num_workers),
+                  device=device, channels_last=channels_last, decode=decode)
     if pipeline == "rcnn":
-        if _options(random_shapes) is not None:
-            raise AblateError("random_shapes is a YOLOv3 trick: the rcnn pipeline resizes by "
-                              "short_side / max_side")
-        return build_rcnn_loaders(
-            _first(train, train_subset), _first(test, test_subset), batch_size=batch_size,
-            eval_batch_size=eval_batch_size, scale=check_scale(short_side, max_side),
-            augment=bool(augment), mixup=_options(mixup), epochs=epochs, rank=rank,
-            world_size=world_size, seed=seed, num_workers=int(num_workers), device=device,
-            channels_last=channels_last, decode=decode)
-    return build_detection_loaders(
-        _first(train, train_subset), _first(test, test_subset), batch_size=batch_size,
-        eval_batch_size=eval_batch_size, train_size=int(train_size), eval_size=eval_size,
-        augment=bool(augment), mixup=_options(mixup),
-        epochs=epochs, random_shapes=_random_shapes(random_shapes, int(train_size), seed),
-        rank=rank, world_size=world_size, seed=seed, num_workers=int(num_workers),
-        device=device, channels_last=channels_last, decode=decode)
+        return build_rcnn_loaders(train, test, scale=check_scale(short_side, max_side), **common)
+    return build_detection_loaders(train, test, train_size=int(train_size), eval_size=eval_size,
+                                   **common)
 
 
 def _check_eval(eval_size: Any, metric: str, pipeline: str = "yolo", short_side: Any = 600,
@@ -152,6 +114,7 @@ def _check_classes(dataset: Any, num_classes: int | None, what: str) -> None:
 
 # --- Pascal VOC ------------------------------------------------------------------------------
 
+@forwards_to(_loaders)
 def build_voc_loaders(*, root: str, train_sets: Sequence = DEFAULT_SETS,
                       test_set: Sequence = ("2007", "test"), keep_difficult: bool = True,
                       num_classes: int | None = 20, **kw: Any):
@@ -166,8 +129,7 @@ def build_voc_loaders(*, root: str, train_sets: Sequence = DEFAULT_SETS,
 def check_voc(*, root: str, train_sets: Sequence = DEFAULT_SETS,
               test_set: Sequence = ("2007", "test"), eval_size: Any = 416, metric: str = "voc07",
               pipeline: str = "yolo", short_side: Any = 600, max_side: Any = 1000,
-              decode: Any = "worker", keep_difficult: bool = True, deep: bool = False,
-              **_: Any) -> int:
+              decode: Any = "worker", keep_difficult: bool = True, deep: bool = False) -> int:
     """Fail early when the devkit, a year's folders or an image-set file is missing; with
     ``deep`` (``ablate data prepare``) also parse every annotation (sizes, classes, boxes).
     Returns the number of training ids listed (an upper bound of the training images)."""
@@ -183,6 +145,7 @@ def check_voc(*, root: str, train_sets: Sequence = DEFAULT_SETS,
 
 # --- COCO ------------------------------------------------------------------------------------
 
+@forwards_to(_loaders)
 def build_coco_loaders(*, root: str, train_set: str = "train2017", test_set: str = "val2017",
                        num_classes: int | None = 80, **kw: Any):
     """COCO loaders (GluonCV's choices: no crowd and no empty images for training; every
@@ -196,7 +159,7 @@ def build_coco_loaders(*, root: str, train_set: str = "train2017", test_set: str
 def check_coco(*, root: str, train_set: str = "train2017", test_set: str = "val2017",
                eval_size: Any = 416, metric: str = "coco", pipeline: str = "yolo",
                short_side: Any = 800, max_side: Any = 1333, decode: Any = "worker",
-               deep: bool = False, **_: Any) -> None:
+               deep: bool = False) -> None:
     """Fail early when an annotation file or image folder is missing (without reading the
     json: train2017's is ~450 MB); with ``deep`` (``ablate data prepare``) also read both
     annotation files and every box in them."""
@@ -224,6 +187,7 @@ def _scenes_root(cache_dir: str | None, num_train: int, num_test: int, scene_see
                                max_size=int(max_size), fmnist_root=fmnist_root)
 
 
+@forwards_to(_loaders)
 def build_fashion_scenes_loaders(*, cache_dir: str | None = None, num_train: int = 2000,
                                  num_test: int = 500, scene_seed: int = 0, min_size: int = 96,
                                  max_size: int = 192, fmnist_root: str | None = None,
@@ -231,7 +195,6 @@ def build_fashion_scenes_loaders(*, cache_dir: str | None = None, num_train: int
                                  **kw: Any):
     """FashionScenes loaders (built under ``cache_dir`` on first use; VOC view, difficult
     objects kept and flagged). ``scene_seed`` fixes the scenes, independent of the run seed."""
-    kw.pop("num_classes", None)
     root = _scenes_root(cache_dir, num_train, num_test, scene_seed, min_size, max_size,
                         fmnist_root)
     train = fashion_scenes_dataset(root, train_set, "voc")
@@ -244,7 +207,7 @@ def check_fashion_scenes(*, cache_dir: str | None = None, num_train: int = 2000,
                          max_size: int = 192, fmnist_root: str | None = None,
                          train_set: str = "train", test_set: str = "test", eval_size: Any = 160,
                          metric: str = "voc07", pipeline: str = "yolo", short_side: Any = 128,
-                         max_side: Any = 213, decode: Any = "worker", **_: Any) -> int:
+                         max_side: Any = 213, decode: Any = "worker") -> int:
     """Build the scenes now if needed (seconds): a missing Fashion-MNIST fails before training.
     Returns the number of training scenes."""
     _check_eval(eval_size, metric, pipeline, short_side, max_side, decode)
@@ -253,16 +216,3 @@ def check_fashion_scenes(*, cache_dir: str | None = None, num_train: int = 2000,
             raise AblateError(f"FashionScenes has no split '{split}' (use 'train' or 'test')")
     _scenes_root(cache_dir, num_train, num_test, scene_seed, min_size, max_size, fmnist_root)
     return int(num_train) if train_set == "train" else int(num_test)
-
-
-SOURCES = {
-    "voc": DataSource(build_voc_loaders, check_voc, TASKS),
-    "coco": DataSource(build_coco_loaders, check_coco, TASKS),
-    "fashion_scenes": DataSource(build_fashion_scenes_loaders, check_fashion_scenes, TASKS),
-}
-
-
-def register(registry: Any) -> None:
-    """Register the three sources (``registry.register(name)(source)``)."""
-    for name, source in SOURCES.items():
-        registry.register(name)(source)

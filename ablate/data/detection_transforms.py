@@ -7,8 +7,6 @@
 * ``plain_resize``: what the "- data augmentation" row keeps (resize only).
 * ``eval_resize``: evaluation input (no letterbox); keeps ``orig_size`` and the original boxes
   (``orig_boxes``) so detections are scored in original image coordinates.
-* ``mix_pair``: visually coherent mixup of two raw images (Sec. 3.1), before the geometry
-  (``mix_images`` + ``mix_targets``).
 
 Each transform is a ``SampleTransform`` in two halves: ``draw`` makes every random draw and
 moves the boxes from the image's size alone (a worker can run it without decoding), ``apply``
@@ -46,6 +44,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from ablate.data.targets import per_box_keys
 from ablate.errors import AblateError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -81,13 +80,6 @@ def global_rng_from(generator: torch.Generator | None) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         yield
-
-
-def per_box_keys(target: dict[str, Any]) -> list[str]:
-    """Keys of ``target`` (besides ``boxes``) holding a tensor with one row per box."""
-    n = len(target["boxes"])
-    return [k for k, v in target.items() if k != "boxes" and isinstance(v, torch.Tensor)
-            and v.ndim >= 1 and v.shape[0] == n]
 
 
 def _as_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -470,58 +462,3 @@ class EvalResize(PlainResize):
 
 plain_resize = PlainResize()
 eval_resize = EvalResize()
-
-
-def mix_images(image1: torch.Tensor, image2: torch.Tensor, lam: float) -> torch.Tensor:
-    """``mix_pair``'s pixels: uint8 ``[3, max H, max W]``, a zero canvas with image1·lam and
-    image2·(1 − lam) added at the top-left, rounded (on the images' device)."""
-    (h1, w1), (h2, w2) = image1.shape[-2:], image2.shape[-2:]
-    h, w = max(h1, h2), max(w1, w2)
-    # the canvas takes image 1's layout (decoded images are HWC-strided views): the products
-    # then stream through memory in order; the values do not depend on the layout
-    hwc = image1.stride(0) == 1
-    canvas = (torch.zeros(h, w, 3, device=image1.device).permute(2, 0, 1) if hwc
-              else torch.zeros(3, h, w, device=image1.device))
-    torch.mul(image1, lam, out=canvas[:, :h1, :w1])  # float32 products, written in place
-    canvas[:, :h2, :w2].add_(torch.mul(image2, 1 - lam))
-    return canvas.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def mix_targets(target1: dict[str, Any], target2: dict[str, Any], lam: float,
-                size: tuple[int, int], *, weighted: bool = True) -> dict[str, Any]:
-    """``mix_pair``'s target for a canvas of ``size`` (h, w)."""
-    out = {k: v for k, v in target1.items()}
-    keys2 = per_box_keys(target2)
-    for k in per_box_keys(target1):
-        if k not in keys2 or k == "weights":
-            del out[k]  # a column only one image has cannot follow the union of boxes
-    keys = [k for k in per_box_keys(target1) if k in keys2 and k != "weights"]
-    for k in ["boxes"] + keys:
-        out[k] = torch.cat([target1[k], target2[k].to(target1[k].dtype)])
-    parts = []
-    for t, f in ((target1, lam), (target2, 1 - lam)):
-        base = t.get("weights", torch.ones(len(t["boxes"])))
-        parts.append(base.float() * (float(f) if weighted else 1.0))
-    out.update(weights=torch.cat(parts), orig_size=(int(size[0]), int(size[1])),
-               mixed_with=target2.get("image_id"), mix_lambda=float(lam))
-    return out
-
-
-def mix_pair(image1: torch.Tensor, target1: dict[str, Any], image2: torch.Tensor,
-             target2: dict[str, Any], lam: float, *, weighted: bool = True
-             ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Visually coherent mixup of two raw samples (GluonCV's ``MixupDetection``).
-
-    Args:
-        image1, image2: uint8 ``[3, H_i, W_i]``.
-        target1, target2: their targets.
-        lam: blend factor of image 1 (image 2 gets 1 − lam).
-        weighted: box weights lam / 1 − lam (else 1.0 for all: the "0.5:0.5 unweighted" row).
-    Returns:
-        ``(uint8 [3, max H, max W], target)``: ``mix_images``' canvas; the boxes (and every
-        per-box column) of both, image 1's first; ``weights`` multiplies any existing weights;
-        ``orig_size`` is the canvas size, ``mixed_with`` image 2's id and ``mix_lambda`` lam.
-    """
-    image = mix_images(image1, image2, lam)
-    return image, mix_targets(target1, target2, lam, tuple(image.shape[-2:]),
-                              weighted=weighted)

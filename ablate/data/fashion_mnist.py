@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - isal is a dependency; plain zlib gives
 
 import torch
 
+from ablate.data.loading import DataPlugins
 from ablate.errors import AblateError
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -107,7 +108,7 @@ def build_fashion_mnist(*, root: str | None = None, train_subset: int | None = N
                         batch_size: int, eval_batch_size: int, rank: int = 0,
                         world_size: int = 1, seed: int = 0,
                         device: torch.device = torch.device("cpu"),
-                        channels_last: bool = False, **_: object):
+                        channels_last: bool = False, plugins: DataPlugins = DataPlugins()):
     """Train and eval loaders over Fashion-MNIST (images 1×28×28).
 
     Args:
@@ -115,7 +116,9 @@ def build_fashion_mnist(*, root: str | None = None, train_subset: int | None = N
         train_subset / test_subset: use a fixed random subset of this many images (proxies).
         pad, flip: training augmentation (random crop after ``pad`` zero padding, h-flip).
         batch_size / eval_batch_size: per-rank batch sizes.
+        plugins: none (tricks act on the batches, not on this pipeline).
     """
+    plugins.refuse("fashion_mnist")
     from ablate.data.tensor_loader import InMemoryLoader, random_crop_flip
 
     xtr, ytr = load_fashion_mnist(root, "train")
@@ -164,7 +167,7 @@ def idx_shape(path: Path) -> tuple[int, ...]:
     return shape
 
 
-def check_fashion_mnist(root: str | None = None, **_: object) -> int:
+def check_fashion_mnist(root: str | None = None) -> int:
     """Fail early (before any training) when a file is missing or malformed: idx headers,
     sizes, 28×28 images, as many labels as images, labels 0–9. Returns the training images'
     count."""

@@ -57,7 +57,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
 from ablate.data.detection_common import first_missing, missing_path_error
-from ablate.data.detection_loader import SharedEpoch, item_generator
+from ablate.data.loading import DataPlugins, SharedEpoch, item_generator
 from ablate.data.detection_transforms import global_rng_from
 from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD
 from ablate.data.encoded import decode_batch, decode_mode, pack, read_encoded, unpack
@@ -519,7 +519,8 @@ def build_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
                    train_subset: int | None = None, test_subset: int | None = None,
                    num_workers: int = 8, batch_size: int, eval_batch_size: int, rank: int = 0,
                    world_size: int = 1, seed: int = 0, device: torch.device | str = "cpu",
-                   channels_last: bool = False, decode: str = "worker", **_: Any
+                   channels_last: bool = False, decode: str = "worker",
+                   plugins: DataPlugins = DataPlugins()
                    ) -> tuple[ImageFolderLoader, ImageFolderLoader]:
     """Train and val loaders over an ImageNet ImageFolder tree (see the module docstring).
 
@@ -536,9 +537,11 @@ def build_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
             run's device, see the module docstring).
         batch_size / eval_batch_size: per-rank batch sizes.
         rank, world_size, seed, device, channels_last: the run's.
+        plugins: none (tricks act on the batches, not on this pipeline).
     Returns:
         ``(train_loader, eval_loader)``.
     """
+    plugins.refuse("imagenet")
     train_size, eval_size, eval_resize = _sizes(train_size, eval_size, eval_resize)
     decode = decode_mode(decode, "ImageNet")
     classes = find_classes(root, train_dir, val_dir, num_classes)
@@ -567,7 +570,7 @@ def build_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
 
 def check_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
                    num_classes: int | None = 1000, train_size: Any = 224, eval_size: Any = 224,
-                   eval_resize: Any = 256, decode: Any = "worker", **_: Any) -> None:
+                   eval_resize: Any = 256, decode: Any = "worker") -> None:
     """Fail early when the layout is wrong: folders missing or without class folders, val's
     classes not train's, their number not ``num_classes``, bad sizes or decode mode (no image
     is read)."""

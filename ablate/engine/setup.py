@@ -6,6 +6,7 @@ branches."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager
 
@@ -16,6 +17,7 @@ from torch import nn
 import ablate.data  # noqa: F401  (registers datasets)
 import ablate.models  # noqa: F401  (registers models)
 import ablate.tasks  # noqa: F401  (registers tasks)
+from ablate.data.loading import DataPlugins
 from ablate.engine.bn import convert_bn_groups
 from ablate.engine.dist import DistInfo, per_rank_batch
 from ablate.engine.options import compile_mode, cudnn_autotune
@@ -25,7 +27,7 @@ from ablate.models.weights import load_weights
 from ablate.registry import DATASETS, MODELS, TASKS
 from ablate.solver import build_lr, build_optimizer
 from ablate.solver.lr import LRShape
-from ablate.engine.types import BuildContext, Hook, TrainState
+from ablate.engine.types import BuildContext, DataContext, Hook, TrainState
 from ablate.tricks import Trick, build_tricks
 
 
@@ -50,6 +52,15 @@ def _plain(node: Any) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
+def data_plugins(tricks: list[Trick], ctx: DataContext) -> DataPlugins:
+    """The tricks' data points, bound to ``ctx``, for the training pipeline."""
+    def bound(point: str) -> list[Callable]:
+        return [functools.partial(getattr(t, point), ctx=ctx) for t in tricks if t.uses(point)]
+    return DataPlugins(wrap_dataset=bound("wrap_dataset"),
+                       sample_transform=bound("sample_transform"),
+                       batch_transform=bound("loader_batch"))
+
+
 def build(cfg: DictConfig, dist: DistInfo) -> Built:
     """Build everything a run needs from a resolved config."""
     task_name = cfg.model.task
@@ -64,12 +75,11 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     data_cfg = _plain(cfg.data)
     source = DATASETS.get(data_cfg.pop("name"))
     data_metric = data_cfg.pop("metric", None)  # the dataset's metric (e.g. voc07, coco)
-    for t in tricks:
-        data_cfg.update(t.data_options())
     train_loader, eval_loader = source.build(
         **data_cfg, batch_size=per_rank, eval_batch_size=tcfg.get("eval_batch_size", per_rank),
         rank=dist.rank, world_size=dist.world_size, seed=cfg.seed, device=dist.device,
-        channels_last=tcfg.channels_last, epochs=tcfg.epochs)
+        channels_last=tcfg.channels_last,
+        plugins=data_plugins(tricks, DataContext(task_name, tcfg.epochs, cfg.seed)))
     # the sampler pads the data to a multiple of the world size and each rank drops its last
     # partial batch; leftover micro-batches that do not fill an optimizer step are skipped
     steps = len(train_loader) // accum
@@ -127,12 +137,12 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
         no_sync = train_model.no_sync
     task = task_cls(model=train_model, num_classes=ctx.num_classes,
-                                target_fns=[t.targets for t in tricks if t.overrides("targets")],
+                                target_fns=[t.targets for t in tricks if t.uses("targets")],
                                 **task_kwargs)
     for t in tricks:
         task = t.wrap_task(task)
     return Built(model=model, task=task, optimizer=optimizer, shape=shape, precision=precision,
                  train_loader=train_loader, eval_loader=eval_loader, ctx=ctx, tricks=tricks,
-                 batch_fns=[t.batch_transform for t in tricks if t.overrides("batch_transform")],
+                 batch_fns=[t.batch_transform for t in tricks if t.uses("batch_transform")],
                  hooks=[h for t in tricks for h in t.hooks()], accum_steps=accum,
                  no_sync=no_sync)

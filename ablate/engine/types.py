@@ -1,5 +1,6 @@
 """The engine's shared types, in a leaf module (it imports no other ``ablate`` module): what a
-trick may know at setup (``BuildContext``), where training stands (``TrainState``) and the
+trick may know at setup (``DataContext`` for the data, ``BuildContext`` after), where training
+stands (``TrainState``) and the
 callbacks the trainer calls at fixed points (``Hook``). Tricks, the build and the step loop all
 use them; ``ablate.tricks.base`` re-exports them for tricks."""
 
@@ -25,6 +26,16 @@ class BuildContext:
     @property
     def total_iters(self) -> int:
         return self.epochs * self.iters_per_epoch
+
+
+@dataclass(frozen=True)
+class DataContext:
+    """What a trick may need to know when the training pipeline is built (before the model:
+    the steps per epoch are not known yet)."""
+
+    task: str
+    epochs: int
+    seed: int = 0
 
 
 @dataclass

@@ -38,27 +38,7 @@ from ablate.eval.voc_map import VOCEvaluator
 from ablate.models.yolov3 import ANCHORS, STRIDES
 from ablate.registry import TASKS
 
-SMOOTH_FORMULAS = ("code", "paper")
 MAX_LOG_SCALE = 10.0  # exp(tw) is clamped at e^10 when decoding: only a diverged net gets there
-
-
-def sigmoid_smooth(one_hot: torch.Tensor, formula: str = "code",
-                   epsilon: float | None = None) -> torch.Tensor:
-    """Label smoothing for sigmoid classifiers (Bag of Freebies Sec. 3.3), on ``[..., K]``.
-
-    ``code`` (GluonCV): sw = min(1/K, 1/40), positive 1 − sw, negative sw (``epsilon`` is
-    ignored: the reference code has no ε). ``paper`` (eq. 3): positive 1 − ε, negative
-    ε/(K − 1), ε = 0.1 when not given. Both are linear in the target.
-    """
-    k = one_hot.shape[-1]
-    if formula == "code":
-        sw = min(1.0 / k, 1.0 / 40)
-        return one_hot * (1 - 2 * sw) + sw
-    if formula == "paper":
-        eps = 0.1 if epsilon is None else float(epsilon)
-        return one_hot * (1 - eps) + (1 - one_hot) * eps / max(k - 1, 1)
-    raise AblateError(f"sigmoid label smoothing formula must be one of {SMOOTH_FORMULAS}, "
-                      f"got '{formula}'")
 
 
 def _flatten(outputs: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -1,30 +1,34 @@
-"""Trick plug-ins. Importing this package registers every trick in ``TRICKS``."""
+"""Trick plug-ins. Importing this package imports every module in it, and so registers every
+trick in ``TRICKS``: adding a trick is one ``.py`` here and one ``conf/tricks/<name>.yaml``, with
+no list to edit."""
 
 from __future__ import annotations
 
-import types
-import typing
+import importlib
+import pkgutil
 from typing import Any, Mapping
 
 from ablate.errors import AblateError, did_you_mean
 from ablate.registry import TRICKS
-from ablate.tricks import (  # noqa: F401  (imports register the tricks)
-    amp,
-    cosine,
-    data_augmentation,
-    distill,
-    label_smoothing,
-    linear_scaling,
-    mixup,
-    no_bias_decay,
-    random_shapes,
-    sync_bn,
-    warmup,
-    zero_gamma,
-)
+from ablate.typed import check_options, keyword_options
 from ablate.tricks.base import BuildContext, Hook, TrainState, Trick
 
-__all__ = ["BuildContext", "Hook", "TrainState", "Trick", "build_tricks", "check_tricks"]
+
+
+def discover() -> list[str]:
+    """Import every module of this package (``base`` and ``_private`` ones aside), which
+    registers its tricks; return their names. Runs when the package is imported."""
+    names = [m.name for m in pkgutil.iter_modules(__path__)
+             if not m.name.startswith("_") and m.name != "base"]
+    for name in names:
+        importlib.import_module(f"{__name__}.{name}")
+    return names
+
+
+discover()
+
+__all__ = ["BuildContext", "Hook", "TrainState", "Trick", "build_tricks", "check_tricks",
+           "discover"]
 
 
 def check_tricks(names: list[str], task: str) -> None:
@@ -42,50 +46,12 @@ def check_tricks(names: list[str], task: str) -> None:
                 raise AblateError(f"tricks '{n}' and '{other}' conflict: use one or the other")
 
 
-def _fits(value: Any, kind: Any) -> bool:
-    """``value`` (from YAML) is of the annotated type ``kind``: an int is a float, a bool is
-    not a number, ``X | None`` takes null, ``list[int]`` checks its items."""
-    origin = typing.get_origin(kind)
-    if kind is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, k) for k in typing.get_args(kind))
-    if kind is type(None):
-        return value is None
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin in (list, tuple):
-        (item, *_) = typing.get_args(kind) or (Any,)
-        return isinstance(value, (list, tuple)) and all(_fits(v, item) for v in value)
-    if origin is not None:  # Mapping[...], dict[...]
-        return isinstance(value, origin)
-    return isinstance(value, kind)
-
-
-def _type_name(kind: Any) -> str:
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(k) for k in typing.get_args(kind))
-    names = {float: "a number", int: "an integer", bool: "true or false", str: "a string",
-             type(None): "null"}
-    if kind in names:
-        return names[kind]
-    origin = typing.get_origin(kind)
-    if origin in (list, tuple):
-        (item, *_) = typing.get_args(kind) or (Any,)
-        return f"a list of {_type_name(item).split(' ', 1)[-1]}s"
-    return "a mapping" if origin is not None else getattr(kind, "__name__", str(kind))
-
-
 def check_option_types(cls: type[Trick], options: Mapping[str, Any]) -> None:
-    """Each option of trick ``cls`` has the type its constructor declares, so that a value of
-    the wrong type (``warmup.epochs: five``) is refused by name before anything runs."""
-    hints = typing.get_type_hints(cls.__init__)
-    for key, value in options.items():
-        kind = hints.get(key)
-        if kind is not None and not _fits(value, kind):
-            raise AblateError(f"tricks.{cls.name}.{key}={value!r}: must be {_type_name(kind)}")
+    """Each option of trick ``cls`` is one its constructor takes, of the type it declares, so
+    that a misspelt option or a value of the wrong type (``warmup.epochs: five``) is refused by
+    name before anything runs."""
+    if cls.__init__ is not Trick.__init__:  # (the base refuses every option itself)
+        check_options(options, keyword_options(cls.__init__), f"tricks.{cls.name}")
 
 
 def build_tricks(cfg: Mapping[str, Mapping[str, Any]] | None, task: str) -> list[Trick]:

@@ -16,11 +16,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ablate.engine.types import BuildContext, Hook, TrainState
+from ablate.engine.types import BuildContext, DataContext, Hook, TrainState
 from ablate.errors import AblateError
 from ablate.solver.lr import LRShape
 
-__all__ = ["BuildContext", "Hook", "TrainState", "Trick"]
+__all__ = ["BuildContext", "DataContext", "Hook", "TrainState", "Trick"]
 
 
 class Trick:
@@ -65,9 +65,20 @@ class Trick:
     def bn_group_size(self, size: int | None, ctx: BuildContext) -> int | None:
         return size
 
-    def data_options(self) -> dict[str, Any]:
-        """Options for the data pipeline (augmentation presets, dataset-level mixup, …)."""
-        return {}
+    # --- data points: the training pipeline calls them (``ablate.data.loading.DataPlugins``)
+    def wrap_dataset(self, dataset: Any, ctx: DataContext) -> Any:
+        """Wrap the raw training set (detection mixup's pairs)."""
+        return dataset
+
+    def sample_transform(self, transform: Any, ctx: DataContext) -> Any:
+        """Replace the pipeline's per-sample training transform (detection augmentation)."""
+        return transform
+
+    def loader_batch(self, batch: dict[str, Any], iteration: int, ctx: DataContext
+                     ) -> dict[str, Any]:
+        """Change a training batch on the device before the task reads it (random shapes);
+        ``iteration`` is the global batch index."""
+        return batch
 
     def wrap_task(self, task: Any) -> Any:
         return task
@@ -81,5 +92,10 @@ class Trick:
 
     @classmethod
     def overrides(cls, point: str) -> bool:
-        """True when this trick implements extension point ``point``."""
+        """True when this trick's class implements extension point ``point``."""
         return getattr(cls, point) is not getattr(Trick, point)
+
+    def uses(self, point: str) -> bool:
+        """True when this trick, for its task, acts through ``point``: the engine collects
+        only those (a trick serving several tasks may use a point for one of them only)."""
+        return self.overrides(point)

@@ -1,17 +1,19 @@
 """Data augmentation for detection (Bag of Freebies Sec. 3.3; SSD's pipeline for YOLOv3).
 
 YOLOv3: colour distortion, random expand, min-IoU random crop, random-interpolation resize and
-flip (see ablate/data/detection_transforms.py). Faster R-CNN (Sec. 4.1, Table 4): horizontal flip
-with p 0.5 only — no crop, no colour jitter (ablate/data/detection_rcnn.py). The
-"- data augmentation" row removes this trick, leaving resize + normalise only.
+flip (``YoloAugment``, ablate/data/detection_transforms.py) in place of the plain resize.
+Faster R-CNN (Sec. 4.1, Table 4): horizontal flip with p 0.5 only — no crop, no colour jitter
+(``RcnnResize(flip=True)``, ablate/data/detection_rcnn.py). The "- data augmentation" row
+removes this trick, leaving resize + normalise only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ablate.errors import AblateError
 from ablate.registry import TRICKS
-from ablate.tricks.base import Trick
+from ablate.tricks.base import DataContext, Trick
 
 
 @TRICKS.register("data_augmentation")
@@ -19,5 +21,13 @@ class DataAugmentation(Trick):
     name = "data_augmentation"
     tasks = ("yolo", "rcnn")
 
-    def data_options(self) -> dict[str, Any]:
-        return {"augment": True}
+    def sample_transform(self, transform: Any, ctx: DataContext) -> Any:
+        from ablate.data.detection_rcnn import RcnnResize
+        from ablate.data.detection_transforms import PlainResize, YoloAugment
+
+        if type(transform) is RcnnResize:  # the rcnn pipeline's resize: add the flip
+            return RcnnResize(flip=True)
+        if type(transform) is PlainResize:  # the yolo pipeline's square resize
+            return YoloAugment()
+        raise AblateError(f"data_augmentation has no augmentation for the training transform "
+                          f"{type(transform).__name__}")

@@ -44,6 +44,25 @@ def smooth_one_hot(targets: torch.Tensor, epsilon: float, formula: str = "code")
     return targets * (1 - epsilon) + (1 - targets) * epsilon / (k - 1)
 
 
+def sigmoid_smooth(one_hot: torch.Tensor, formula: str = "code",
+                   epsilon: float | None = None) -> torch.Tensor:
+    """Label smoothing for sigmoid classifiers (Bag of Freebies Sec. 3.3), on ``[..., K]``.
+
+    ``code`` (GluonCV): sw = min(1/K, 1/40), positive 1 − sw, negative sw (``epsilon`` is
+    ignored: the reference code has no ε). ``paper`` (eq. 3): positive 1 − ε, negative
+    ε/(K − 1), ε = 0.1 when not given. Both are linear in the target.
+    """
+    k = one_hot.shape[-1]
+    if formula == "code":
+        sw = min(1.0 / k, 1.0 / 40)
+        return one_hot * (1 - 2 * sw) + sw
+    if formula == "paper":
+        eps = 0.1 if epsilon is None else float(epsilon)
+        return one_hot * (1 - eps) + (1 - one_hot) * eps / max(k - 1, 1)
+    raise AblateError(f"sigmoid label smoothing formula must be one of {FORMULAS}, "
+                      f"got '{formula}'")
+
+
 @TRICKS.register("label_smoothing")
 class LabelSmoothing(Trick):
     name = "label_smoothing"
@@ -59,7 +78,5 @@ class LabelSmoothing(Trick):
 
     def targets(self, targets: torch.Tensor) -> torch.Tensor:
         if self.task == "yolo":
-            from ablate.tasks.yolo import sigmoid_smooth
-
             return sigmoid_smooth(targets, self.formula, self.epsilon)
         return smooth_one_hot(targets, self.epsilon, self.formula)

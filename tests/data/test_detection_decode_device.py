@@ -5,6 +5,7 @@ padding; evaluation batches with their ground truth)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,18 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision.io import encode_jpeg, encode_png, write_file
 
-from ablate.data.detection_common import load_rgb, make_target
+from ablate.data.detection_common import load_rgb
 from ablate.data.detection_loader import (DetectionLoader, DetectionTrainDataset, EncodedItem,
-                                          RandomShapes, build_detection_loaders)
+                                          build_detection_loaders)
 from ablate.data.detection_rcnn import build_rcnn_loaders
 from ablate.data.detection_sources import check_fashion_scenes
 from ablate.data.detection_transforms import YoloAugment, plain_resize, yolo_augment
 from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
+from ablate.data.targets import make_target
 from ablate.errors import AblateError
+from ablate.tricks.mixup import MixupDataset
+from ablate.tricks.random_shapes import RandomShapes
+from tests.conftest import trick_plugins
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
@@ -56,11 +61,13 @@ def test_yolo_batches_equal_the_worker_path(scenes):
     test = fashion_scenes_dataset(scenes, "test")
     runs = {}
     for decode, workers in (("worker", 0), ("device", 2)):
-        shapes = RandomShapes((96, 128), every=1, seed=3)
+        plugins = dataclasses.replace(
+            trick_plugins("yolo", {"data_augmentation": {}, "mixup": {"off_last_epochs": 1}},
+                          epochs=2),
+            batch_transform=[RandomShapes((96, 128), every=1, seed=3)])
         tr, ev = build_detection_loaders(
             train, test, batch_size=4, eval_batch_size=4, train_size=128, eval_size=128,
-            augment=True, mixup={"off_last_epochs": 1}, epochs=2, random_shapes=shapes,
-            num_workers=workers, decode=decode)
+            plugins=plugins, num_workers=workers, decode=decode)
         runs[decode] = _batches(tr, (0, 1)), _batches(ev, (0,))
     _assert_same(runs["worker"][0], runs["device"][0])
     _assert_same(runs["worker"][1], runs["device"][1])
@@ -74,8 +81,9 @@ def test_rcnn_batches_equal_the_worker_path(scenes):
     train, test = (fashion_scenes_dataset(scenes, s) for s in ("train", "test"))
     runs = {}
     for decode in ("worker", "device"):
-        tr, ev = build_rcnn_loaders(train, test, batch_size=3, scale=(100, 160), augment=True,
-                                    mixup={"off_last_epochs": 0}, epochs=1, decode=decode)
+        plugins = trick_plugins("rcnn", {"data_augmentation": {}, "mixup": {}})
+        tr, ev = build_rcnn_loaders(train, test, batch_size=3, scale=(100, 160),
+                                    plugins=plugins, decode=decode)
         runs[decode] = _batches(tr, (0,)), _batches(ev, (0,))
     _assert_same(runs["worker"][0], runs["device"][0])
     _assert_same(runs["worker"][1], runs["device"][1])
@@ -111,8 +119,8 @@ def test_files_the_device_decoder_cannot_take_come_as_pixels(tmp_path):
     write_file(str(paths[0]), encode_jpeg(image, quality=90))
     write_file(str(paths[1]), encode_png(image))
     write_file(str(paths[2]), encode_jpeg(image[:1], quality=90))  # grey
-    ds = DetectionTrainDataset(Files(paths), YoloAugment(), 32, mixup={"epochs": 1,
-                               "off_last_epochs": 0}, decode="device")
+    ds = DetectionTrainDataset(MixupDataset(Files(paths), epochs=1, off_last_epochs=0),
+                               YoloAugment(), 32, decode="device")
     items = [ds[i][0] for i in range(3)]
     assert all(isinstance(it, EncodedItem) for it in items)
     first = [it.data[0] for it in items]
@@ -121,8 +129,8 @@ def test_files_the_device_decoder_cannot_take_come_as_pixels(tmp_path):
     assert first[1].shape == (3, 30, 40) and first[2].shape == (3, 30, 40)  # decoded in the worker
     runs = {}
     for decode in ("worker", "device"):
-        ds = DetectionTrainDataset(Files(paths), YoloAugment(), 32,
-                                   mixup={"epochs": 1, "off_last_epochs": 0}, decode=decode)
+        ds = DetectionTrainDataset(MixupDataset(Files(paths), epochs=1, off_last_epochs=0),
+                                   YoloAugment(), 32, decode=decode)
         runs[decode] = _batches(DetectionLoader(ds, 3, train=True), (0,))
     _assert_same(runs["worker"], runs["device"])
 

@@ -7,9 +7,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ablate.data.detection_loader import (DetectionLoader, DetectionTrainDataset, MixupDataset,
-                                          RandomShapes, build_detection_loaders,
-                                          collate_detection, scaled_sizes)
+from ablate.data.detection_loader import (DetectionLoader, DetectionTrainDataset,
+                                          build_detection_loaders, collate_detection)
+from ablate.data.loading import DataPlugins
+from ablate.tricks.mixup import MixupDataset
+from ablate.tricks.random_shapes import RandomShapes, scaled_sizes
 from ablate.data.detection_transforms import plain_resize
 from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
 from ablate.errors import AblateError
@@ -107,7 +109,7 @@ def test_epoch_switch_reaches_dataloader_workers(context, persistent):
 
 
 def test_train_dataset_samples_do_not_depend_on_workers():
-    ds = DetectionTrainDataset(Toy(), plain_resize, 16, mixup={"epochs": 4, "off_last_epochs": 1})
+    ds = DetectionTrainDataset(MixupDataset(Toy(), epochs=4, off_last_epochs=1), plain_resize, 16)
     ds.set_epoch(2)
     main = [ds[i] for i in range(len(ds))]
     got = [s for batch in DataLoader(ds, batch_size=3, num_workers=2, collate_fn=list)
@@ -190,7 +192,8 @@ def test_fashion_scenes_train_loader_with_workers_mixup_and_random_shapes(tmp_pa
     shapes = RandomShapes(scaled_sizes(416, 128), every=2, seed=0)
     train, evaluation = build_detection_loaders(
         train_ds, test_ds, batch_size=8, eval_batch_size=4, train_size=128, eval_size=128,
-        mixup={"off_last_epochs": 1}, epochs=3, random_shapes=shapes, num_workers=2)
+        plugins=DataPlugins(wrap_dataset=[lambda d: MixupDataset(d, off_last_epochs=1, epochs=3)],
+                            batch_transform=[shapes]), num_workers=2)
     assert len(train) == 5 and len(evaluation) == 3
     for epoch in (0, 2):
         train.set_epoch(epoch)

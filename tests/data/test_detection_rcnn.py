@@ -10,13 +10,14 @@ from omegaconf import OmegaConf
 from ablate.config import compose
 from ablate.data.detection_rcnn import (build_rcnn_loaders, check_scale, collate_padded,
                                         rcnn_eval_resize, rcnn_resize, rcnn_size)
-from ablate.data.detection_sources import SOURCES
 from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD
 from ablate.errors import AblateError
+from ablate.registry import DATASETS
+from tests.conftest import trick_plugins
 from tests.data.test_detection_loader import Toy
 
-RUN = dict(rank=0, world_size=1, seed=0, device=torch.device("cpu"), channels_last=False,
-           epochs=2)
+RUN = dict(rank=0, world_size=1, seed=0, device=torch.device("cpu"), channels_last=False)
+SOURCES = {"fashion_scenes": DATASETS.get("fashion_scenes")}
 
 
 def test_shorter_side_within_the_longer_cap():
@@ -64,8 +65,7 @@ def test_collate_pads_to_a_multiple_of_32():
 
 
 def test_loaders_normalise_and_zero_the_padding():
-    train, test = build_rcnn_loaders(Toy(), Toy(), batch_size=2, scale=(20, 40), augment=False,
-                                     **RUN)
+    train, test = build_rcnn_loaders(Toy(), Toy(), batch_size=2, scale=(20, 40), **RUN)
     batch = next(iter(train))
     assert batch["image"].dtype == torch.float32
     assert all(s % 32 == 0 for s in batch["image"].shape[-2:])
@@ -98,9 +98,9 @@ def scenes(tmp_path_factory, fmnist_root) -> dict:
 
 
 def test_fashion_scenes_in_the_rcnn_mode(scenes):
+    plugins = trick_plugins("rcnn", {"data_augmentation": {}, "mixup": {}}, epochs=2)
     train, test = SOURCES["fashion_scenes"].build(**scenes, batch_size=4, eval_batch_size=4,
-                                                  augment=True, mixup={"off_last_epochs": 0},
-                                                  **RUN)
+                                                  plugins=plugins, **RUN)
     batch = next(iter(train))
     assert batch["image"].shape[0] == 4 and batch["image"].shape[-2] % 32 == 0
     for h, w in batch["image_sizes"].tolist():
@@ -109,6 +109,7 @@ def test_fashion_scenes_in_the_rcnn_mode(scenes):
     b = next(iter(test))
     assert len(b["gt"]) == 4 and "image_sizes" in b
     with pytest.raises(AblateError, match="random_shapes"):
-        SOURCES["fashion_scenes"].build(**scenes, batch_size=4, random_shapes=True, **RUN)
+        SOURCES["fashion_scenes"].build(**scenes, batch_size=4, **RUN,
+                                        plugins=trick_plugins("yolo", {"random_shapes": {}}))
     with pytest.raises(AblateError, match="short_side <= max_side"):
         SOURCES["fashion_scenes"].check(**{**scenes, "short_side": 300})

@@ -1,4 +1,5 @@
-"""Detection data sources: configs compose, check fails early, loaders honour the trick options."""
+"""Detection data sources: configs compose, options are typed, check fails early, loaders take
+the tricks' plug-ins."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ from omegaconf import OmegaConf
 
 from ablate.config import compose
 from ablate.data import DataSource
-from ablate.data.detection_loader import scaled_sizes
-from ablate.data.detection_sources import SOURCES, register
 from ablate.errors import AblateError
-from ablate.registry import Registry
+from ablate.registry import DATASETS
+from ablate.tricks.random_shapes import scaled_sizes
+from tests.conftest import trick_plugins
 from tests.data.test_coco import make_coco
 from tests.data.test_voc import make_devkit
 
-RUN = dict(rank=0, world_size=1, seed=0, device=torch.device("cpu"), channels_last=False,
-           epochs=2)
+RUN = dict(rank=0, world_size=1, seed=0, device=torch.device("cpu"), channels_last=False)
+SOURCES = {name: DATASETS.get(name) for name in ("voc", "coco", "fashion_scenes")}
 
 
 def data_cfg(*overrides: str) -> dict:
@@ -48,12 +49,20 @@ def test_configs_compose(name, classes, size, sets, monkeypatch):
     assert text.startswith("# ")
 
 
-def test_sources_and_register():
-    assert set(SOURCES) == {"voc", "coco", "fashion_scenes"}
+def test_sources_are_registered_with_typed_options():
     assert all(isinstance(s, DataSource) and s.tasks == ("yolo", "rcnn") for s in SOURCES.values())
-    reg = Registry("dataset")
-    register(reg)
-    assert reg.get("voc") is SOURCES["voc"]
+    options = SOURCES["voc"].options()
+    assert {"root", "train_sets", "keep_difficult", "train_size", "eval_size", "pipeline",
+            "short_side", "decode", "plugins"} <= set(options)
+    assert not {"train", "test", "cache_dir"} & set(options)  # positional / another source's
+    data = data_cfg("data=voc", "data.root=/nowhere")
+    with pytest.raises(AblateError, match=r"^data\.keep_dificult: unknown option \(did you mean "
+                                          r"'keep_difficult'"):
+        SOURCES["voc"].check(**data, keep_dificult=True)
+    with pytest.raises(AblateError, match=r"^data\.cache_dir: unknown option"):
+        SOURCES["voc"].build(**data, cache_dir="/tmp", batch_size=2)  # fashion_scenes' key
+    with pytest.raises(AblateError, match=r"^data\.num_workers='4': must be an integer"):
+        SOURCES["voc"].check(**{**data, "num_workers": "4"})
 
 
 # --- FashionScenes ---------------------------------------------------------------------------
@@ -92,11 +101,12 @@ def test_fashion_scenes_plain_loaders(scenes):
 
 
 def test_fashion_scenes_augment_mixup_random_shapes(scenes):
-    train, _ = _build("fashion_scenes", scenes, batch_size=2, augment=True,
-                      mixup={"alpha": 1.5, "beta": 1.5, "off_last_epochs": 1},
-                      random_shapes={"every": 1})
+    tricks = {"data_augmentation": {}, "mixup": {"alpha": 1.5, "beta": 1.5, "off_last_epochs": 1},
+              "random_shapes": {"every": 1}}
+    train, _ = _build("fashion_scenes", scenes, batch_size=2,
+                      plugins=trick_plugins("yolo", tricks, epochs=2))
     expected = scaled_sizes(416, 160)
-    assert train.batch_transform.sizes == expected == (128, 160, 192, 224)
+    assert expected == (128, 160, 192, 224)
     sizes, weights = set(), {}
     for epoch in (0, 1):
         train.set_epoch(epoch)
@@ -112,12 +122,13 @@ def test_fashion_scenes_augment_mixup_random_shapes(scenes):
 
 
 def test_random_shapes_explicit_sizes_and_errors(scenes):
-    train, _ = _build("fashion_scenes", scenes, random_shapes={"sizes": [96], "every": 2})
+    plugins = trick_plugins("yolo", {"random_shapes": {"sizes": [96], "every": 2}})
+    train, _ = _build("fashion_scenes", scenes, plugins=plugins)
     assert {b["image"].shape[-1] for b in train} == {96}
     with pytest.raises(AblateError, match="random_shapes"):
-        _build("fashion_scenes", scenes, random_shapes={"sizez": [96]})
+        trick_plugins("yolo", {"random_shapes": {"sizez": [96]}})
     with pytest.raises(AblateError, match="mixup"):
-        _build("fashion_scenes", scenes, mixup={"alpah": 1.0})
+        trick_plugins("yolo", {"mixup": {"alpah": 1.0}})
 
 
 def test_subsets_take_first_images(scenes):
@@ -155,8 +166,8 @@ def test_voc_loaders_on_a_tiny_devkit(tmp_path):
                     "data.train_size=64", "data.eval_size=96")
     SOURCES["voc"].check(**data)
     train, test = _build("voc", data, batch_size=3)
-    assert len(train) == 1 and train.dataset.base.keep_difficult
-    assert len(train.dataset.base) == 3  # 07 trainval (2) + 12 trainval (1)
+    assert len(train) == 1 and train.dataset.source.keep_difficult
+    assert len(train.dataset.source) == 3  # 07 trainval (2) + 12 trainval (1)
     batch = next(iter(train))
     assert batch["image"].shape == (3, 3, 64, 64)
     assert int((batch["labels"] >= 0).sum()) == 3  # chair, difficult dog, car
@@ -183,7 +194,7 @@ def test_coco_check_and_loaders(tmp_path):
                 tmp_path / "annotations" / "instances_train2017.json")
     SOURCES["coco"].check(**data)
     train, test = _build("coco", data, batch_size=2)
-    assert len(train.dataset.base) == 2  # the crowd-only and the box-less image are skipped
+    assert len(train.dataset.source) == 2  # the crowd-only and the box-less image are skipped
     gts = {i: g for b in test for i, g in zip(b["image_id"], b["gt"])}
     assert set(gts) == {42, 9, 100, 7}  # evaluation scores every image
     assert gts[7]["difficult"].tolist() == [True]  # crowd regions kept, ignored

@@ -7,9 +7,10 @@ import torch
 
 from ablate.data.detection_transforms import (CROP_MIN_IOUS, INTERPOLATIONS, MEAN_PIXEL,
                                               canvas_window, color_distort, crop_target,
-                                              eval_resize, global_rng_from, mix_pair,
-                                              per_box_keys, plain_resize, resize_image,
-                                              sample_min_iou_crop, yolo_augment)
+                                              eval_resize, global_rng_from, plain_resize,
+                                              resize_image, sample_min_iou_crop, yolo_augment)
+from ablate.data.targets import per_box_keys
+from ablate.tricks.mixup import mix_pair
 
 
 def _target(boxes, labels, **extra):

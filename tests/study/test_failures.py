@@ -48,12 +48,13 @@ def test_a_failing_setup_is_a_result_shown_on_the_console_and_in_the_report(
             "--set", f"data.root={root}", "--set", "launcher=inprocess")
     source = setup.DATASETS.get("fashion_mnist")
 
-    def broken(**kw):
-        (root / "train-labels-idx1-ubyte.gz").write_bytes(b"gone")
-        return source.build(**kw)
+    class Broken(type(source)):
+        def build(self, **kw):
+            (root / "train-labels-idx1-ubyte.gz").write_bytes(b"gone")
+            return super().build(**kw)
 
     monkeypatch.setitem(setup.DATASETS._items, "fashion_mnist",
-                        dataclasses.replace(source, build=broken))
+                        Broken(*dataclasses.astuple(source)))
     r = cli(*args)
     reason = f"{root / 'train-labels-idx1-ubyte.gz'}: not a readable gzip file"
     assert r.code == 1

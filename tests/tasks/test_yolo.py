@@ -8,7 +8,8 @@ from torch import nn
 from ablate.errors import AblateError
 from ablate.models.yolov3 import ANCHORS, build_yolov3
 from ablate.registry import TASKS
-from ablate.tasks.yolo import (YoloTask, build_targets, decode, ignore_mask, sigmoid_smooth,
+from ablate.tricks.label_smoothing import sigmoid_smooth
+from ablate.tasks.yolo import (YoloTask, build_targets, decode, ignore_mask,
                                to_original, yolo_loss)
 
 LOG2 = math.log(2.0)

@@ -21,13 +21,18 @@ def test_table4_tricks_accept_rcnn_and_yolo_only_ones_do_not():
         check_tricks(["zero_gamma"], "rcnn")
 
 
-def test_data_options_flip_and_mixup_defaults():
+def test_flip_and_mixup_defaults():
+    from ablate.data.detection_rcnn import RcnnResize
+    from ablate.engine.types import DataContext
+
     tricks = {t.name: t for t in build_tricks(
         {"data_augmentation": {}, "mixup": {"alpha": None, "beta": None,
                                             "off_last_epochs": None, "mode": "beta"}}, "rcnn")}
-    assert tricks["data_augmentation"].data_options() == {"augment": True}
-    assert tricks["mixup"].data_options() == {"mixup": {
-        "alpha": 1.5, "beta": 1.5, "mode": "beta", "off_last_epochs": 0}}
+    ctx = DataContext("rcnn", epochs=20)
+    flip = tricks["data_augmentation"].sample_transform(RcnnResize(), ctx)
+    assert type(flip) is RcnnResize and flip.flip
+    mixed = tricks["mixup"].wrap_dataset([("image", {})] * 2, ctx)
+    assert (mixed.alpha, mixed.beta, mixed.mode, mixed.off_last_epochs) == (1.5, 1.5, "beta", 0)
     batch = {"image": torch.ones(2, 3, 4, 4)}
     assert tricks["mixup"].batch_transform(batch, TrainState(epochs=20)) is batch
     (yolo,) = build_tricks({"mixup": {}}, "yolo")  # unchanged for YOLOv3

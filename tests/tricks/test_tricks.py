@@ -150,19 +150,41 @@ def test_sync_bn_sets_group_to_global_batch():
     assert t.bn_group_size(8, CTX) == 16
 
 
-def test_detection_tricks_give_data_options_and_task_defaults():
+def test_detection_tricks_plug_into_the_pipeline_with_task_defaults():
+    from ablate.data.detection_transforms import PlainResize, YoloAugment, plain_resize
+    from ablate.engine.types import DataContext
+    from ablate.tricks.mixup import MixupDataset
+    from ablate.tricks.random_shapes import RandomShapes
+
     tricks = {t.name: t for t in build_tricks(
         {"data_augmentation": {}, "random_shapes": {"sizes": None, "every": 10},
          "mixup": {"alpha": None, "beta": None, "off_last_epochs": None, "mode": "beta"}},
         "yolo")}
-    assert tricks["data_augmentation"].data_options() == {"augment": True}
-    assert tricks["random_shapes"].data_options() == {"random_shapes": {"every": 10}}
-    assert tricks["mixup"].data_options() == {"mixup": {
-        "alpha": 1.5, "beta": 1.5, "mode": "beta", "off_last_epochs": 20}}
+    ctx = DataContext("yolo", epochs=30, seed=5)
+    aug = tricks["data_augmentation"].sample_transform(plain_resize, ctx)
+    assert type(aug) is YoloAugment and aug.fill == (124, 116, 104)
+    wrapped = tricks["mixup"].wrap_dataset([("image", {})] * 3, ctx)
+    assert isinstance(wrapped, MixupDataset)
+    assert (wrapped.alpha, wrapped.beta, wrapped.mode, wrapped.off_last_epochs, wrapped.epochs,
+            wrapped.seed) == (1.5, 1.5, "beta", 20, 30, 5)
+    shapes = tricks["random_shapes"]
+    batch = {"image": torch.zeros(2, 3, 160, 160),
+             "boxes": torch.tensor([[[20.0, 40, 80, 160]]] * 2)}
+    sizes = RandomShapes((128, 160, 192, 224), every=10, seed=5)
+    for it in (0, 9, 10, 35):
+        out = shapes.loader_batch(batch, it, ctx)
+        s = sizes.size_at(it)
+        assert out["image"].shape == (2, 3, s, s)
+        assert out["boxes"][0, 0].tolist() == [s / 8, s / 4, s / 2, s]  # exact in float32
+    for t in tricks.values():  # the identity where a trick has no use for a point
+        assert t.sample_transform(plain_resize, ctx) is plain_resize or t.name == "data_augmentation"
     batch = {"image": torch.ones(2, 3, 4, 4)}
     assert tricks["mixup"].batch_transform(batch, TrainState(epochs=10)) is batch
     (cls_mixup,) = build_tricks({"mixup": {}}, "classification")
-    assert (cls_mixup.alpha, cls_mixup.off_last_epochs, cls_mixup.data_options()) == (0.2, 0, {})
+    data = [("image", {})] * 3
+    assert (cls_mixup.alpha, cls_mixup.off_last_epochs) == (0.2, 0)
+    assert cls_mixup.wrap_dataset(data, DataContext("classification", 10)) is data
+    assert type(PlainResize()) is PlainResize
 
 
 def test_label_smoothing_picks_the_sigmoid_form_for_yolo():

@@ -1,0 +1,119 @@
+"""What every training pipeline shares: per-item random streams, an epoch counter the
+DataLoader workers see, and the points tricks plug into (``DataPlugins``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ablate.errors import AblateError
+
+# random streams of an item: the same (seed, epoch, index) gives independent draws per stream
+MIX_STREAM, AUGMENT_STREAM, SHAPES_STREAM = 1, 2, 3
+
+
+def item_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator seeded by hashing (seed, epoch, index, stream) (numpy SeedSequence)."""
+    words = [int(x) % 2**32 for x in (seed, epoch, index, stream)]
+    hi, lo = np.random.SeedSequence(words).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed((int(hi) << 31) ^ int(lo))
+
+
+class SharedEpoch:
+    """An epoch counter in shared memory: set in the main process, read by DataLoader workers
+    (fork: inherited mapping; spawn: torch shares the storage when pickling the dataset)."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self._t = torch.full((), int(epoch), dtype=torch.int64).share_memory_()
+
+    def set(self, epoch: int) -> None:
+        self._t.fill_(int(epoch))
+
+    def get(self) -> int:
+        return int(self._t)
+
+
+@dataclass(frozen=True)
+class DataPlugins:
+    """What tricks plug into a training pipeline. The data layer calls these in order and never
+    knows which trick gave them (or reads a trick's options):
+
+    * ``wrap_dataset``: ``f(dataset) -> dataset`` on the raw training set (``(uint8 image,
+      target)`` items), e.g. detection mixup's pairing. A wrapper that combines items also
+      states the combination without pixels for ``data.decode=device`` (``CombiningDataset``
+      in ``ablate.data.detection_loader``).
+    * ``sample_transform``: ``f(transform) -> transform`` on the pipeline's default per-sample
+      training transform, e.g. the detection augmentation.
+    * ``batch_transform``: ``f(batch, iteration) -> batch`` on each training batch on the
+      device, normalised, before the task builds its targets (``iteration``: the global
+      batch index), e.g. random training shapes.
+    """
+
+    wrap_dataset: Sequence[Callable[[Any], Any]] = ()
+    sample_transform: Sequence[Callable[[Any], Any]] = ()
+    batch_transform: Sequence[Callable[[dict, int], dict]] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.wrap_dataset or self.sample_transform or self.batch_transform)
+
+    def wrap(self, dataset: Any) -> Any:
+        for f in self.wrap_dataset:
+            dataset = f(dataset)
+        return dataset
+
+    def transform(self, transform: Any) -> Any:
+        for f in self.sample_transform:
+            transform = f(transform)
+        return transform
+
+    def batch_fn(self) -> Callable[[dict, int], dict] | None:
+        """The batch transforms as one function (None: there are none)."""
+        fns = tuple(self.batch_transform)
+        if not fns:
+            return None
+        if len(fns) == 1:
+            return fns[0]
+
+        def chained(batch: dict, iteration: int) -> dict:
+            for f in fns:
+                batch = f(batch, iteration)
+            return batch
+        return chained
+
+    def refuse(self, pipeline: str) -> None:
+        """Raise when a pipeline that takes no plug-ins (classification) is given some."""
+        if self:
+            raise AblateError(f"the {pipeline} pipeline takes no dataset wrapper, sample "
+                              f"transform or batch transform from a trick")
+
+
+class CombiningDataset(Dataset):
+    """A training-set wrapper (a ``DataPlugins.wrap_dataset`` result) whose item i may combine
+    several items of ``base``, e.g. detection mixup's pairs. Indexing it gives the combined
+    ``(uint8 image, target)``; for ``data.decode=device`` it also states the combination
+    without pixels, so that the workers read files and draw while the device decodes and
+    combines.
+
+    Subclasses set ``base`` and implement ``plan`` and ``combine``.
+    """
+
+    base: Any
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch (shared with the DataLoader workers) for the per-epoch draws."""
+
+    def plan(self, i: int, epoch: int, read: Callable[[int], tuple[Any, tuple[int, int], dict]]
+             ) -> tuple[list[Any], tuple[int, int], dict[str, Any], Any]:
+        """Item ``i`` in ``epoch`` without pixels: ``(files, (h, w), target, params)``, where
+        ``read(k)`` gives base item k's ``(file data, (h, w), target)``, ``files`` are the file
+        data to decode, in order, ``(h, w)`` is the combined image's size and ``params`` is
+        what ``combine`` needs."""
+        raise NotImplementedError
+
+    def combine(self, images: list[torch.Tensor], params: Any) -> torch.Tensor:
+        """The combined uint8 image from ``plan``'s files decoded (on any device)."""
+        raise NotImplementedError
