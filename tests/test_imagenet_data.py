@@ -14,7 +14,7 @@ from PIL import Image
 from ablate.config import compose
 from ablate.data import imagenet
 from ablate.data.encoded import jpeg_size, unpack
-from ablate.data.imagenet import (TrainTransform, build_imagenet, check_imagenet, collate_encoded,
+from ablate.data.imagenet import (TrainTransform, check_imagenet, collate_encoded,
                                   decode_rgb, find_classes, jitter_batch, lighting_offset,
                                   normalize)
 from ablate.errors import AblateError
@@ -26,8 +26,7 @@ SIZES = ((40, 56), (64, 48), (36, 36), (50, 70))  # (h, w)
 SOLID = (10, 128, 250)  # val/n01440764/ILSVRC2012_val_00000001.JPEG, 50×70, one colour
 MEAN = torch.tensor([0.485, 0.456, 0.406])
 STD = torch.tensor([0.229, 0.224, 0.225])
-RUN = dict(rank=0, world_size=1, seed=0, device=torch.device("cpu"), channels_last=False,
-           epochs=2)
+RUN = dict(rank=0, world_size=1, seed=0, device=torch.device("cpu"), channels_last=False)
 
 
 def _image(rng: np.random.Generator, colour, size) -> Image.Image:
@@ -80,8 +79,8 @@ def data_cfg(root: Path, *overrides: str) -> dict:
 
 
 def build(root: Path, *overrides: str, batch_size: int = 4, **run):
-    return build_imagenet(**data_cfg(root, *overrides), batch_size=batch_size,
-                          eval_batch_size=4, **{**RUN, **run})
+    return DATASETS.get("imagenet").build(**data_cfg(root, *overrides), batch_size=batch_size,
+                                          eval_batch_size=4, **{**RUN, **run})
 
 
 # --- config, registry, layout checks ---------------------------------------------------------
@@ -103,7 +102,7 @@ def test_check_passes_without_reading_images(tree, monkeypatch):
 
     monkeypatch.setattr(imagenet, "decode_rgb", no)
     monkeypatch.setattr(imagenet, "list_images", no)
-    check_imagenet(**data_cfg(tree))
+    DATASETS.get("imagenet").check(**data_cfg(tree))
     assert find_classes(tree) == list(CLASSES)
 
 
@@ -338,7 +337,7 @@ def test_device_decode_matches_the_worker_path(tree, workers):
 
 def test_decode_mode_is_checked(tree):
     with pytest.raises(AblateError, match="data.decode must be one of worker, device; got 'gpu'"):
-        check_imagenet(**data_cfg(tree, "data.decode=gpu"))
+        DATASETS.get("imagenet").check(**data_cfg(tree, "data.decode=gpu"))
 
 
 def test_two_ranks_shard_train_evenly_and_val_exactly_once(tree):
