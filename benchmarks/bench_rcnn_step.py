@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import CachedLoader, machine, paired_ratio, table  # noqa: E402
 
 from ablate.config import compose  # noqa: E402
-from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from ablate.data.loading import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from ablate.engine.dist import DistInfo  # noqa: E402
 from ablate.engine.setup import build  # noqa: E402
 from ablate.engine.trainer import Trainer  # noqa: E402

@@ -84,7 +84,7 @@ def test_detection_device_decode_on_the_gpu(tmp_path):
     from ablate.data.detection_rcnn import build_rcnn_loaders
     from ablate.tricks.random_shapes import RandomShapes
     from tests.conftest import trick_plugins
-    from ablate.data.detection_transforms import IMAGENET_STD
+    from ablate.data.loading import IMAGENET_STD
     from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
 
     root = fashion_scenes_root(tmp_path, num_train=24, num_test=6)

@@ -39,7 +39,8 @@ class DataSource:
 
     def options(self) -> dict[str, Any]:
         """Every option the source takes and its type (both functions' keywords)."""
-        return {**keyword_options(_resolve(self.checker)), **keyword_options(_resolve(self.builder))}
+        return {**keyword_options(_resolve(self.checker)),
+                **keyword_options(_resolve(self.builder))}
 
     def _call(self, target: str, kwargs: dict[str, Any]) -> Any:
         fn = _resolve(target)

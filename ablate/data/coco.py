@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ablate.data.detection_common import (first_missing, load_rgb, make_target,
-                                          missing_path_error)
+from ablate.data.files import first_missing, load_rgb, missing_path_error
+from ablate.data.targets import make_target
 from ablate.errors import AblateError
 
 LAYOUT = """\

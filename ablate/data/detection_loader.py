@@ -38,14 +38,13 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import Dataset, Subset
 
-from ablate.data.detection_common import load_rgb
-from ablate.data.detection_transforms import (IMAGENET_MEAN, IMAGENET_STD, SampleTransform,
-                                              eval_resize, plain_resize)
+from ablate.data.files import load_rgb
+from ablate.data.detection_transforms import SampleTransform, eval_resize, plain_resize
 from ablate.data.encoded import decode_batch, decode_mode, pack, read_encoded, unpack
-from ablate.data.loading import (AUGMENT_STREAM, CombiningDataset, DataPlugins, SharedEpoch,
-                                 item_generator)
+from ablate.data.loading import (AUGMENT_STREAM, IMAGENET_MEAN, IMAGENET_STD, CombiningDataset,
+                                 DataPlugins, DeviceLoader, SharedEpoch, item_generator)
 from ablate.data.targets import with_weights
 from ablate.errors import AblateError
 
@@ -245,73 +244,33 @@ def collate_encoded(samples: Sequence[tuple[EncodedItem, dict[str, Any]]],
     return batch
 
 
-class DetectionLoader:
-    """Batches of a detection dataset for one rank, moved to ``device`` and normalised.
+class DetectionLoader(DeviceLoader):
+    """Batches of a detection dataset for one rank, moved to ``device`` and normalised
+    (sharding, epochs and workers: ``DeviceLoader``).
 
-    The same interface as ``InMemoryLoader``: ``set_epoch``, ``__len__``, ``__iter__`` of dicts
-    (``collate_detection``'s, with ``image`` float, normalised). ``batch_transform(batch,
-    iteration)`` runs on the device batch with the global iteration ``epoch · len + i``.
-    ``persistent_workers`` defaults to True with workers: the epoch is shared (see module
-    docstring), so keeping workers alive between epochs is safe. With ``size_divisible`` the
-    images are zero-padded to a common size (``collate_detection``, the Faster R-CNN batches)
-    and the batch has ``image_sizes``: the normalised image gets zeros outside each image again,
-    as torchvision's ``GeneralizedRCNNTransform`` pads.
+    ``__iter__`` gives ``collate_detection``'s dicts with ``image`` float, normalised.
+    ``batch_transform(batch, iteration)`` runs on the device batch with the global iteration
+    ``epoch · len + i``. With ``size_divisible`` the images are zero-padded to a common size
+    (``collate_detection``, the Faster R-CNN batches) and the batch has ``image_sizes``: the
+    normalised image gets zeros outside each image again, as torchvision's
+    ``GeneralizedRCNNTransform`` pads.
 
     A ``decode: device`` dataset (``DetectionTrainDataset(decode="device")``) yields encoded
     batches (``collate_encoded``): the loader decodes their files in one call on ``device``
-    (``encoded.decode_batch``: nvJPEG on CUDA), mixes and transforms each image there
+    (``encoded.decode_batch``: nvJPEG on CUDA), combines and transforms each image there
     (``EncodedItem.pixels``) and pads them with ``size_divisible``; the result equals the
     worker path's batch (bit for bit on CPU).
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, train: bool,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 rank: int = 0, world_size: int = 1, seed: int = 0, num_workers: int = 0,
-                 device: torch.device | str = "cpu", channels_last: bool = False,
                  batch_transform: Callable[[dict, int], dict] | None = None,
-                 persistent_workers: bool | None = None,
-                 multiprocessing_context: str | None = None,
-                 size_divisible: int | None = None) -> None:
-        self.dataset, self.train, self.epoch = dataset, train, 0
-        self.device = torch.device(device)
-        self.sampler: Sampler | list[int] = (
-            DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
-                               seed=seed) if train else list(range(rank, len(dataset), world_size)))
-        persistent = num_workers > 0 and (persistent_workers is None or persistent_workers)
-        self.size_divisible = size_divisible
+                 size_divisible: int | None = None, **kw: Any) -> None:
         collate = collate_encoded if getattr(dataset, "decode", None) == "device" \
             else collate_detection
-        self.loader = DataLoader(
-            dataset, batch_size, sampler=self.sampler, num_workers=num_workers,
-            collate_fn=functools.partial(collate, with_gt=not train,
-                                         size_divisible=size_divisible),
-            pin_memory=self.device.type == "cuda", drop_last=train,
-            persistent_workers=persistent,
-            multiprocessing_context=multiprocessing_context if num_workers > 0 else None)
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(mean, device=self.device).view(shape) * 255
-        self.std = torch.tensor(std, device=self.device).view(shape) * 255
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        super().__init__(dataset, batch_size, train=train, collate_fn=functools.partial(
+            collate, with_gt=not train, size_divisible=size_divisible), **kw)
+        self.size_divisible = size_divisible
         self.batch_transform = batch_transform if train else None
-
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffle (training) and publish the epoch to the dataset and its workers."""
-        self.epoch = epoch
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def close(self) -> None:
-        """Stop persistent workers now and release their queues (the forked run process
-        leaves with ``os._exit``, which skips the finalizers that would do it)."""
-        it = getattr(self.loader, "_iterator", None)
-        if it is not None and hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()
-        self.loader._iterator = None
 
     def decode_on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         """A ``collate_encoded`` batch with its ``image`` (uint8 [B, 3, H, W]) built on the

@@ -30,9 +30,8 @@ from torch.utils.data import Dataset
 
 from ablate.data.detection_loader import (DetectionLoader, DetectionTrainDataset,
                                           collate_detection)
-from ablate.data.detection_transforms import (IMAGENET_MEAN, IMAGENET_STD, SampleTransform,
-                                              resize_image)
-from ablate.data.loading import DataPlugins
+from ablate.data.detection_transforms import SampleTransform, resize_image
+from ablate.data.loading import IMAGENET_MEAN, IMAGENET_STD, DataPlugins
 from ablate.errors import AblateError
 
 SIZE_DIVISIBLE = 32  # torchvision's padding multiple (a stride-32 FPN level lines up)
@@ -131,7 +130,8 @@ def check_scale(short_side: Any, max_side: Any) -> tuple[int, int]:
 def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = None, *,
                        batch_size: int, eval_batch_size: int | None = None,
                        scale: Sequence[int] = (600, 1000),
-                       plugins: DataPlugins = DataPlugins(), rank: int = 0, world_size: int = 1, seed: int = 0, num_workers: int = 0,
+                       plugins: DataPlugins = DataPlugins(), rank: int = 0,
+                       world_size: int = 1, seed: int = 0, num_workers: int = 0,
                        device: torch.device | str = "cpu", channels_last: bool = False,
                        mean: Sequence[float] = IMAGENET_MEAN,
                        std: Sequence[float] = IMAGENET_STD,

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset, Subset
 
 from ablate.data.coco import LAYOUT as COCO_LAYOUT
 from ablate.data.coco import COCODetection
-from ablate.data.detection_common import first_missing, missing_path_error
+from ablate.data.files import first_missing, missing_path_error
 from ablate.data.detection_loader import build_detection_loaders, eval_sizes
 from ablate.data.detection_rcnn import build_rcnn_loaders, check_scale
 from ablate.data.encoded import decode_mode

@@ -35,20 +35,18 @@ depend on the number of DataLoader workers.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from ablate.data.loading import IMAGENET_MEAN, global_rng_from
 from ablate.data.targets import per_box_keys
 from ablate.errors import AblateError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MEAN_PIXEL = tuple(round(255 * m) for m in IMAGENET_MEAN)  # (124, 116, 104): the expand fill
 CROP_MIN_IOUS = (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)  # 1.0 = "none" (no crop), as in v2
 # The random training interpolation, standing in for OpenCV's INTER_{NEAREST, LINEAR, CUBIC,
@@ -63,23 +61,6 @@ INTERPOLATIONS = {"nearest": (InterpolationMode.NEAREST_EXACT, False),
 _GREY = torch.tensor([0.299, 0.587, 0.114])
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
 _YIQ_INV = torch.linalg.inv(_YIQ)
-
-
-@contextlib.contextmanager
-def global_rng_from(generator: torch.Generator | None) -> Iterator[None]:
-    """Run under the global RNG, or under a forked CPU one seeded from ``generator``.
-
-    Only the CPU generator is seeded: ``torch.manual_seed`` would also queue the seeding of
-    every lazily initialised accelerator with a captured stack (0.7 ms an item, 14 % of the YOLO
-    pipeline on CPU), and reseed CUDA's generator, which ``fork_rng(devices=[])`` does not
-    restore."""
-    if generator is None:
-        yield
-        return
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        yield
 
 
 def _as_uint8(image: torch.Tensor) -> torch.Tensor:

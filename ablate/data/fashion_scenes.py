@@ -33,7 +33,7 @@ from PIL import Image
 
 from ablate.data import fashion_mnist
 from ablate.data.coco import COCODetection
-from ablate.data.detection_common import file_lock
+from ablate.data.files import file_lock
 from ablate.data.voc import VOCDetection, voc_xml_string
 from ablate.errors import AblateError
 

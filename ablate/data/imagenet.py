@@ -52,14 +52,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
-from ablate.data.detection_common import first_missing, missing_path_error
-from ablate.data.loading import DataPlugins, SharedEpoch, item_generator
-from ablate.data.detection_transforms import global_rng_from
-from ablate.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD
+from ablate.data.files import first_missing, missing_path_error
+from ablate.data.loading import (DataPlugins, DeviceLoader,
+                                 SharedEpoch, global_rng_from, item_generator)
 from ablate.data.encoded import decode_batch, decode_mode, pack, read_encoded, unpack
 from ablate.errors import AblateError
 
@@ -429,50 +428,15 @@ def collate_encoded(samples: Sequence[tuple]) -> dict[str, Any]:
     return batch
 
 
-class ImageFolderLoader:
-    """Batches ``{'image': float [B, 3, S, S] normalised, 'label': int64 [B]}`` for one rank.
-
-    ``InMemoryLoader``'s interface (``set_epoch``, ``__len__``, ``__iter__``) plus ``close``.
-    ``persistent_workers`` defaults to True with workers: the epoch reaches them through shared
-    memory (``SharedEpoch``).
-    """
+class ImageFolderLoader(DeviceLoader):
+    """Batches ``{'image': float [B, 3, S, S] normalised, 'label': int64 [B]}`` for one rank
+    (sharding, epochs and workers: ``DeviceLoader``)."""
 
     def __init__(self, dataset: ImageFolderSplit, batch_size: int, *, train: bool,
-                 rank: int = 0, world_size: int = 1, seed: int = 0, num_workers: int = 0,
-                 device: torch.device | str = "cpu", channels_last: bool = False,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 persistent_workers: bool | None = None) -> None:
-        self.dataset, self.device = dataset, torch.device(device)
-        self.sampler: DistributedSampler | list[int] = (
-            DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
-                               seed=seed) if train else list(range(rank, len(dataset), world_size)))
-        persistent = num_workers > 0 and (persistent_workers is None or persistent_workers)
-        on_device = dataset.decode == "device"
-        self.loader = DataLoader(dataset, batch_size, sampler=self.sampler,
-                                 num_workers=num_workers,
-                                 collate_fn=collate_encoded if on_device else collate,
-                                 pin_memory=self.device.type == "cuda", drop_last=train,
-                                 persistent_workers=persistent)
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(mean, device=self.device).view(shape) * 255
-        self.std = torch.tensor(std, device=self.device).view(shape) * 255
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffle (training) and publish the epoch to the dataset and its workers."""
-        if isinstance(self.sampler, DistributedSampler):
-            self.sampler.set_epoch(epoch)
-        self.dataset.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def close(self) -> None:
-        """Stop persistent workers now (see ``DetectionLoader.close``)."""
-        it = getattr(self.loader, "_iterator", None)
-        if it is not None and hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()
-        self.loader._iterator = None
+                 **kw: Any) -> None:
+        super().__init__(dataset, batch_size, train=train,
+                         collate_fn=collate_encoded if dataset.decode == "device" else collate,
+                         **kw)
 
     def transform_on_device(self, batch: dict[str, Any]) -> torch.Tensor:
         """``decode: device``: decode, crop, flip and jitter a ``collate_encoded`` batch on the

@@ -15,10 +15,12 @@ and, in training, ``weights``: float32 ``[N]`` (a box's loss weight; mixup sets 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from ablate.errors import AblateError
 
 
 def make_target(boxes: Any, labels: Any, difficult: Any, image_id: str | int,
@@ -59,3 +61,14 @@ def with_weights(target: dict[str, Any]) -> dict[str, Any]:
     if "weights" in target:
         return target
     return {**target, "weights": torch.ones(len(target["boxes"]), dtype=torch.float32)}
+
+
+def check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
+    """Validate a list of class names (non-empty, unique) and return it as a tuple."""
+    names = tuple(str(c) for c in class_names)
+    if not names:
+        raise AblateError("class_names is empty")
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise AblateError(f"class_names has duplicates: {dup}")
+    return names

@@ -7,7 +7,7 @@ Two box conventions appear here; every function says which one it returns:
   convention (its ``+1`` in widths and areas), so ``parse_voc_xml`` and ``voc_ground_truth``
   return it.
 * **xyxy** (continuous): 0-based continuous coordinates, ``(xmin-1, ymin-1, xmax, ymax)``, so the
-  same box is ``[0, W]``. ``VOCDetection`` targets use it (see ``detection_common``); convert
+  same box is ``[0, W]``. ``VOCDetection`` targets use it (see ``files``); convert
   with ``devkit_to_xyxy`` / ``xyxy_to_devkit``.
 
 The standard detection split trains on VOC2007+2012 trainval (16,551 images) and tests on
@@ -24,8 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ablate.data.detection_common import (check_class_names, first_missing, load_rgb,
-                                          make_target, missing_path_error)
+from ablate.data.files import first_missing, load_rgb, missing_path_error
+from ablate.data.targets import check_class_names, make_target
 from ablate.errors import AblateError, did_you_mean
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",

@@ -197,7 +197,7 @@ def _evaluate_voc(root: Path, split: str, det: Path, metric: str, year: str,
 
 def _evaluate_coco(root: Path, split: str, det: Path, backend: str) -> dict:
     from ablate.data.coco import LAYOUT, load_coco_api
-    from ablate.data.detection_common import first_missing, missing_path_error
+    from ablate.data.files import first_missing, missing_path_error
     from ablate.eval.coco_map import coco_eval
     from ablate.eval.detections_io import read_coco_results
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision.io import encode_jpeg, encode_png, write_file
 
-from ablate.data.detection_common import load_rgb
+from ablate.data.files import load_rgb
 from ablate.data.detection_loader import (DetectionLoader, DetectionTrainDataset, EncodedItem,
                                           build_detection_loaders)
 from ablate.data.detection_rcnn import build_rcnn_loaders

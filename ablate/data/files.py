@@ -1,17 +1,5 @@
-"""Helpers shared by the detection datasets (VOC, COCO, FashionScenes).
-
-Every detection dataset returns ``(image, target)``: ``image`` is a uint8 tensor ``[3, H, W]``
-(RGB) and ``target`` a dict with
-
-* ``boxes``: float32 ``[N, 4]`` xyxy in 0-based *continuous* pixel coordinates (a box covering
-  the whole image is ``[0, 0, W, H]``),
-* ``labels``: int64 ``[N]`` 0-based class indices,
-* ``difficult``: bool ``[N]`` (objects the evaluation ignores),
-* ``image_id``: ``str`` (VOC) or ``int`` (COCO),
-* ``orig_size``: ``(H, W)``.
-
-Boxes stay plain tensors; the transforms wrap them in ``tv_tensors`` where needed.
-"""
+"""Files on disk: decoding an image file, the first missing path of a layout and its error
+message, and a lock file (every dataset uses them; detection targets are in ``targets``)."""
 
 from __future__ import annotations
 
@@ -20,9 +8,8 @@ import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
-import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_image
 
@@ -51,32 +38,6 @@ def load_rgb(path: str | os.PathLike) -> torch.Tensor:
         raise AblateError(f"cannot decode image {path}: {e}") from e
 
 
-def make_target(boxes: Any, labels: Any, difficult: Any, image_id: str | int,
-                orig_size: tuple[int, int], **extra: Any) -> dict[str, Any]:
-    """Build a target dict in the common format (see the module docstring).
-
-    Args:
-        boxes: ``[N, 4]`` xyxy 0-based continuous boxes (array-like).
-        labels: ``[N]`` 0-based class indices.
-        difficult: ``[N]`` booleans.
-        image_id: the dataset's id for the image.
-        orig_size: ``(H, W)`` of the original image.
-        extra: further per-image or per-box entries (e.g. ``iscrowd``), stored as given.
-    Returns:
-        the target dict, with fresh tensors (safe to modify in place).
-    """
-    boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
-    target = {
-        "boxes": boxes.clone(),
-        "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64).reshape(-1)).clone(),
-        "difficult": torch.as_tensor(np.asarray(difficult, dtype=bool).reshape(-1)).clone(),
-        "image_id": image_id,
-        "orig_size": (int(orig_size[0]), int(orig_size[1])),
-    }
-    target.update(extra)
-    return target
-
-
 def missing_path_error(missing: Path, what: str, layout: str) -> AblateError:
     """An ``AblateError`` naming the first missing path and spelling out the expected layout.
 
@@ -95,17 +56,6 @@ def first_missing(paths: Iterable[Path]) -> Path | None:
         if not p.exists():
             return p
     return None
-
-
-def check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
-    """Validate a list of class names (non-empty, unique) and return it as a tuple."""
-    names = tuple(str(c) for c in class_names)
-    if not names:
-        raise AblateError("class_names is empty")
-    dup = sorted({c for c in names if names.count(c) > 1})
-    if dup:
-        raise AblateError(f"class_names has duplicates: {dup}")
-    return names
 
 
 @contextmanager
