@@ -13,7 +13,7 @@ moves the boxes from the image's size alone (a worker can run it without decodin
 does the pixels on any device (``data.decode=device``, see ``detection_loader``).
 
 Normalisation (ImageNet mean/std) is left to the loader, on the device batch. Images are uint8
-``[3, H, W]`` in and out (float 0–255 input is rounded). Targets follow ``detection_common``;
+``[3, H, W]`` in and out (float 0–255 input is rounded). Targets follow ``ablate.data.targets``;
 every tensor entry with one row per box (``labels``, ``difficult``, ``weights``, ``iscrowd``…)
 follows the boxes that survive the crop.
 
