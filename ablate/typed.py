@@ -53,7 +53,7 @@ def keyword_options(fn: Callable[..., Any]) -> dict[str, Any]:
     ``**kwargs`` into the function named by ``fn.forwards_to`` (see ``forwards_to``)."""
     try:
         hints = typing.get_type_hints(fn)
-    except Exception:  # an annotation that does not resolve: names only
+    except (NameError, TypeError):  # an annotation that does not resolve: names only
         hints = {}
     out: dict[str, Any] = {}
     for p in inspect.signature(fn).parameters.values():

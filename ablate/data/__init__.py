@@ -7,7 +7,8 @@ A source's options are the keyword parameters of its two functions, typed by the
 annotations: a data config key that neither takes (a typo, an option of another dataset) or a
 value of the wrong type is an error naming it, before anything runs; each function is then
 called with the keys it declares. ``num_classes``, ``in_chans`` (read by the model) and
-``metric`` (read by the task) are known to every source.
+``metric`` (read by the task) are known to every source; the run's own arguments
+(``RUN_KEYS``: batch sizes, rank, seed, device, …) are not data options.
 
 Sources are registered by name with their functions given as ``"module:function"`` and imported
 on first call, so that checking a study does not import torchvision or pycocotools.
@@ -23,6 +24,9 @@ from ablate.registry import DATASETS
 from ablate.typed import check_options, keyword_options
 
 SHARED_KEYS = ("num_classes", "in_chans", "metric")  # every data config has them
+# what the run passes to ``build`` beside the data config
+RUN_KEYS = ("batch_size", "eval_batch_size", "rank", "world_size", "seed", "device",
+            "channels_last", "plugins")
 
 
 def _resolve(target: str) -> Callable[..., Any]:
@@ -38,9 +42,11 @@ class DataSource:
     tasks: tuple[str, ...]
 
     def options(self) -> dict[str, Any]:
-        """Every option the source takes and its type (both functions' keywords)."""
-        return {**keyword_options(_resolve(self.checker)),
+        """Every data option the source takes and its type (both functions' keywords, the
+        run's own arguments aside)."""
+        both = {**keyword_options(_resolve(self.checker)),
                 **keyword_options(_resolve(self.builder))}
+        return {k: v for k, v in both.items() if k not in RUN_KEYS}
 
     def _call(self, target: str, kwargs: dict[str, Any]) -> Any:
         fn = _resolve(target)
@@ -48,7 +54,9 @@ class DataSource:
         return fn(**{k: v for k, v in kwargs.items() if k in takes})
 
     def build(self, **kwargs: Any) -> tuple[Any, Any]:
-        check_options(kwargs, self.options(), "data", also=SHARED_KEYS)
+        """``kwargs``: the data config and the run's arguments (``RUN_KEYS``)."""
+        config = {k: v for k, v in kwargs.items() if k not in RUN_KEYS}
+        check_options(config, self.options(), "data", also=SHARED_KEYS)
         return self._call(self.builder, kwargs)
 
     def check(self, *, deep: bool = False, **kwargs: Any) -> int | None:

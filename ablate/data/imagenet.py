@@ -57,8 +57,8 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
 from ablate.data.files import first_missing, missing_path_error
-from ablate.data.loading import (DataPlugins, DeviceLoader,
-                                 SharedEpoch, global_rng_from, item_generator)
+from ablate.data.loading import (DataPlugins, DeviceLoader, SharedEpoch, global_rng_from,
+                                 item_generator)
 from ablate.data.encoded import decode_batch, decode_mode, pack, read_encoded, unpack
 from ablate.errors import AblateError
 

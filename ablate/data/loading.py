@@ -67,8 +67,8 @@ class DataPlugins:
 
     * ``wrap_dataset``: ``f(dataset) -> dataset`` on the raw training set (``(uint8 image,
       target)`` items), e.g. detection mixup's pairing. A wrapper that combines items also
-      states the combination without pixels for ``data.decode=device`` (``CombiningDataset``
-      in ``ablate.data.detection_loader``).
+      states the combination without pixels for ``data.decode=device``
+      (``CombiningDataset`` below).
     * ``sample_transform``: ``f(transform) -> transform`` on the pipeline's default per-sample
       training transform, e.g. the detection augmentation.
     * ``batch_transform``: ``f(batch, iteration) -> batch`` on each training batch on the
@@ -96,16 +96,12 @@ class DataPlugins:
     def batch_fn(self) -> Callable[[dict, int], dict] | None:
         """The batch transforms as one function (None: there are none)."""
         fns = tuple(self.batch_transform)
-        if not fns:
-            return None
-        if len(fns) == 1:
-            return fns[0]
 
         def chained(batch: dict, iteration: int) -> dict:
             for f in fns:
                 batch = f(batch, iteration)
             return batch
-        return chained
+        return chained if fns else None
 
     def refuse(self, pipeline: str) -> None:
         """Raise when a pipeline that takes no plug-ins (classification) is given some."""

@@ -53,8 +53,9 @@ def test_sources_are_registered_with_typed_options():
     assert all(isinstance(s, DataSource) and s.tasks == ("yolo", "rcnn") for s in SOURCES.values())
     options = SOURCES["voc"].options()
     assert {"root", "train_sets", "keep_difficult", "train_size", "eval_size", "pipeline",
-            "short_side", "decode", "plugins"} <= set(options)
-    assert not {"train", "test", "cache_dir"} & set(options)  # positional / another source's
+            "short_side", "decode"} <= set(options)
+    # positional, another source's, or the run's own arguments
+    assert not {"train", "test", "cache_dir", "batch_size", "seed", "plugins"} & set(options)
     data = data_cfg("data=voc", "data.root=/nowhere")
     with pytest.raises(AblateError, match=r"^data\.keep_dificult: unknown option \(did you mean "
                                           r"'keep_difficult'"):
@@ -63,6 +64,8 @@ def test_sources_are_registered_with_typed_options():
         SOURCES["voc"].build(**data, cache_dir="/tmp", batch_size=2)  # fashion_scenes' key
     with pytest.raises(AblateError, match=r"^data\.num_workers='4': must be an integer"):
         SOURCES["voc"].check(**{**data, "num_workers": "4"})
+    with pytest.raises(AblateError, match=r"^data\.seed: unknown option$"):  # the run's own
+        SOURCES["voc"].check(**data, seed=3)
 
 
 # --- FashionScenes ---------------------------------------------------------------------------

@@ -334,6 +334,20 @@ def test_two_studies_with_one_name_do_not_share_a_folder(cli, results, fmnist_ro
     assert tree_snapshot(results) == before
 
 
+def test_a_misspelt_or_mistyped_data_option_names_the_step(cli, results, fmnist_root):
+    from tests.conftest import tree_snapshot
+
+    cli(*_args(results, fmnist_root))  # a finished step that must stay as it is
+    before = tree_snapshot(results)
+    r = cli(*_args(results, fmnist_root, "--set", "+data.pad_size=4"))
+    assert (r.code, r.out) == (2, "")
+    assert r.err.endswith("step 'efficient': data.pad_size: unknown option\n")
+    r = cli(*_args(results, fmnist_root, "--set", "data.flip=maybe"))
+    assert r.code == 2 and r.err.endswith("step 'efficient': data.flip='maybe': must be true or "
+                                          "false\n")
+    assert tree_snapshot(results) == before
+
+
 def test_set_of_a_trick_option_applies_to_the_steps_with_that_trick(cli, results, fmnist_root):
     r = cli(*_args(results, fmnist_root, "--set", "tricks.mixup.alpha=0.4", "--dry-run",
                    step="efficient,mixup"))
