@@ -1,7 +1,8 @@
 """The step, pipeline, evaluation and GPU benchmark scripts run end to end with tiny settings on
 CPU, so the figures in benchmarks/RESULTS.md stay reproducible (and a lent GPU can run
 bench_gpu.py unchanged); bench_gpu's FLOP count is checked exactly. (bench_harness and
-bench_fashion_scenes run whole studies: minutes, not smoke-tested.)"""
+bench_fashion_scenes run whole studies: minutes, not smoke-tested; of smoke_metrics and
+compare_trees, the tools that compare two commits, the comparing parts are.)"""
 
 import importlib.util
 import re
@@ -135,3 +136,31 @@ def test_bench_yolo_step(tmp_path):
 
 def test_bench_roi_align():
     assert "ms" in bench("bench_roi_align.py")
+
+
+def test_smoke_metrics_compare_names_each_difference(tmp_path):
+    before = tmp_path / "before.json"
+    before.write_text('{"s/smoke/a/seed0": {"status": "completed", "top1": 80.5}, '
+                      '"s/smoke/b/seed0": {"status": "completed", "top1": 81.0}}')
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "smoke_metrics.py"), "compare",
+           str(before)]
+    same = subprocess.run([*cmd, str(before)], capture_output=True, text=True)
+    assert (same.returncode, same.stdout) == (0, "2 runs before, 2 after, 0 differ\n")
+    after = tmp_path / "after.json"
+    after.write_text('{"s/smoke/a/seed0": {"status": "completed", "top1": 80.5}, '
+                     '"s/smoke/b/seed0": {"status": "completed", "top1": 81.25}}')
+    changed = subprocess.run([*cmd, str(after)], capture_output=True, text=True)
+    assert changed.returncode == 1
+    assert changed.stdout == ("differs: s/smoke/b/seed0: {'status': 'completed', 'top1': 81.0} -> "
+                              "{'status': 'completed', 'top1': 81.25}\n"
+                              "2 runs before, 2 after, 1 differ\n")
+
+
+def test_compare_trees_reads_the_benchmarks_tables():
+    import compare_trees
+
+    out = ("| side | img/s | ratio |\n|---|---|---|\n| ablate | 1,234 | 1.00× |\n"
+           "| plain loop | 1,100 | 1.12× |\n| fp32 + channels_last | 2,370 | 3,000 |\n"
+           "| 2 | 178 | 11.4 |\n")
+    assert compare_trees.ROW.findall(out) == [("ablate", "1,234"),
+                                              ("fp32 + channels_last", "2,370"), ("2", "178")]
