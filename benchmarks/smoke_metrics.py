@@ -2,14 +2,19 @@
 each run's metrics to one JSON file; or compare two such files. A restructure proves it changed
 no number by comparing the files of the commit before it and after it, made on one machine.
 
-Usage: python benchmarks/smoke_metrics.py run OUT.json [--results DIR] [--studies GLOB]
+Usage: python benchmarks/smoke_metrics.py run OUT.json [--tree DIR] [--results DIR]
+                                                    [--studies GLOB …]
        python benchmarks/smoke_metrics.py compare BEFORE.json AFTER.json
+
+``--tree`` runs the studies of another source tree with its code (e.g. a ``git worktree`` of
+the commit before), default this one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,13 +34,15 @@ def collect(results: Path) -> dict[str, dict[str, float]]:
 
 
 def run(args: argparse.Namespace) -> None:
-    studies = sorted(p for pattern in args.studies for p in (ROOT / "studies").glob(pattern))
+    tree = Path(args.tree).resolve() if args.tree else ROOT
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    studies = sorted(p for pattern in args.studies for p in (tree / "studies").glob(pattern))
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(args.results or tmp)
         t0 = time.perf_counter()
         for study in studies:
             subprocess.run([sys.executable, "-m", "ablate", "run", str(study), "--scale", "smoke",
-                            "--results", str(results)], check=True, cwd=ROOT,
+                            "--results", str(results)], check=True, cwd=tree, env=env,
                            stdout=subprocess.DEVNULL)
         metrics = collect(results)
     Path(args.out).write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
@@ -57,6 +64,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("out")
+    r.add_argument("--tree")
     r.add_argument("--results")
     r.add_argument("--studies", nargs="+", default=["fmnist_*.yaml", "fscenes_*.yaml"])
     c = sub.add_parser("compare")
