@@ -97,8 +97,6 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     if data_metric is not None:
         task_kwargs = {"metric": data_metric, **task_kwargs}
     weights = model_cfg.pop("weights", None)  # a local checkpoint to start from
-    for t in tricks:
-        model_cfg.update(t.model_kwargs())
     model = MODELS.build(name, **model_cfg)
     if weights:
         report = load_weights(model, weights, what="model.weights")

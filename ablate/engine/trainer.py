@@ -5,8 +5,9 @@ micro-batches: task.prepare (targets) → batch transforms → forward under aut
 returns a dict of losses) → backward of the loss / ``accum_steps`` → optimizer step through the
 precision object. The time spent blocked on the loader is the epoch's ``data_wait_s`` (on CUDA
 the device may still be busy with queued work meanwhile, so it bounds the data stall from
-above). Per epoch: hooks, BN statistics from the main rank, evaluation when due, one
-CSV row, one checkpoint.
+above). Per epoch: the epoch's record is closed (BN statistics from the main rank), then the
+hooks' ``after_epoch`` runs: the tricks' first, then the engine's own (``engine/hooks.py``):
+evaluation when due, one checkpoint, one CSV row. Progress events are a hook on ``after_step``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import Any
 
 import torch
 
-from ablate.engine import run_io
 from ablate.engine.dist import DistInfo, all_reduce_sum, epoch_seed, sync_buffers
+from ablate.engine.hooks import Checkpoint, EpochLog, Evaluate, StepProgress
 from ablate.engine.setup import Built
+from ablate.engine.types import Hook, TrainState
 from ablate.errors import AblateError
-from ablate.engine.types import TrainState
 
 
 class NonFiniteLoss(RuntimeError):
@@ -50,6 +51,10 @@ class Trainer:
         seed: the run seed (epochs are seeded from it, per rank).
         eval_every: evaluate every N epochs (and always after the last).
         log_every: progress event and finiteness check every N iterations.
+
+    Hooks (``built.hooks``, the tricks', then ``default_hooks``) see the trainer: ``state``,
+    ``model``, ``row`` (the epoch's record), ``history``, ``last_metrics``; within an epoch
+    ``epoch_steps``, ``loss_sum`` (summed step losses), ``lr`` and ``epoch_start``.
     """
 
     def __init__(self, built: Built, dist: DistInfo, run_dir: Path, *, seed: int,
@@ -65,6 +70,24 @@ class Trainer:
         self.images = 0
         self.extra_state = extra_state or {}
         self.last_metrics: dict[str, float] = {}
+        self.row: dict[str, Any] = {}
+        self.epoch_steps, self.lr, self.epoch_start = 0, 0.0, 0.0
+        self.loss_sum = torch.zeros(())
+        self.hooks: list[Hook] = []
+        self.register_hooks([*built.hooks, *self.default_hooks(eval_every, log_every)])
+
+    @staticmethod
+    def default_hooks(eval_every: int, log_every: int) -> list[Hook]:
+        return [StepProgress(log_every), Evaluate(eval_every), Checkpoint(), EpochLog()]
+
+    def register_hooks(self, hooks: list[Hook]) -> None:
+        for h in hooks:
+            h.trainer = self
+        self.hooks.extend(hooks)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.b.model
 
     # --- checkpoints --------------------------------------------------------------------
     @property
@@ -115,12 +138,13 @@ class Trainer:
         b, st, accum = self.b, self.state, self.b.accum_steps
         b.train_loader.set_epoch(st.epoch)
         b.model.train()
-        loss_sum = torch.zeros((), device=self.dist.device)
-        steps, micro, lr, t0 = 0, 0, 0.0, time.perf_counter()
+        self.loss_sum = torch.zeros((), device=self.dist.device)
+        self.epoch_steps, self.lr, micro = 0, 0.0, 0
+        self.epoch_start = t0 = time.perf_counter()
         waited = [0.0]
         for batch in _timed(b.train_loader, waited):
             if micro == 0:
-                lr = self.set_lr()
+                self.lr = self.set_lr()
                 b.optimizer.zero_grad(set_to_none=True)
             micro += 1
             batch = b.task.prepare(batch)
@@ -131,38 +155,32 @@ class Trainer:
                     losses = b.task(batch)
                 loss = sum(losses.values()) / accum
                 b.precision.backward(loss)
-            loss_sum += loss.detach().float()
+            self.loss_sum += loss.detach().float()
             if micro < accum:
                 continue
             micro = 0
             b.precision.step(b.optimizer)
-            steps += 1
+            self.epoch_steps += 1
             st.iteration += 1
-            if steps == st.iters_per_epoch:  # leftover micro-batches cannot fill a step
+            for h in self.hooks:
+                h.after_step()
+            if self.epoch_steps == st.iters_per_epoch:  # leftover micro-batches cannot fill a step
                 break
-            if steps % self.log_every == 0:
-                self._check_finite(loss_sum)
-                self._progress(steps, loss_sum, lr, t0)
-        self._check_finite(loss_sum)
-        self._progress(steps, loss_sum, lr, t0)
+        self.check_finite()
         dt = time.perf_counter() - t0
-        mean_loss = float(all_reduce_sum(loss_sum.clone())) / max(steps * self.dist.world_size, 1)
+        steps = self.epoch_steps
+        total = float(all_reduce_sum(self.loss_sum.clone()))
+        mean_loss = total / max(steps * self.dist.world_size, 1)
         n_img = steps * self.b.ctx.total_batch
         self.train_time += dt
         self.data_wait += waited[0]
         self.images += n_img
-        return {"train_loss": mean_loss, "lr": lr, "epoch_time_s": dt,
+        return {"train_loss": mean_loss, "lr": self.lr, "epoch_time_s": dt,
                 "images_per_s": n_img / dt if dt > 0 else 0.0, "data_wait_s": waited[0],
                 "data_wait_share": waited[0] / dt if dt > 0 else 0.0}
 
-    def _progress(self, steps: int, loss_sum: torch.Tensor, lr: float, t0: float) -> None:
-        if self.dist.is_main and steps:
-            run_io.emit("step", epoch=self.state.epoch + 1, epochs=self.state.epochs, step=steps,
-                        steps=self.state.iters_per_epoch, loss=float(loss_sum) / steps, lr=lr,
-                        ips=steps * self.b.ctx.total_batch / (time.perf_counter() - t0))
-
-    def _check_finite(self, loss_sum: torch.Tensor) -> None:
-        if not math.isfinite(float(loss_sum)):
+    def check_finite(self) -> None:
+        if not math.isfinite(float(self.loss_sum)):
             raise NonFiniteLoss(f"non-finite loss in epoch {self.state.epoch + 1} by iteration "
                                 f"{self.state.iteration}")
 
@@ -186,22 +204,20 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train the remaining epochs; return the last evaluation's metrics."""
         st = self.state
+        for h in self.hooks:
+            h.before_train()
         while st.epoch < st.epochs:
             torch.manual_seed(epoch_seed(self.seed, st.epoch, self.dist.rank))
-            for h in self.b.hooks:
-                h.before_epoch(st)
-            row: dict[str, Any] = {"epoch": st.epoch + 1, **self.train_epoch()}
-            for h in self.b.hooks:
-                h.after_epoch(st)
+            self.row = {"epoch": st.epoch + 1}
+            for h in self.hooks:
+                h.before_epoch()
+            self.row.update(self.train_epoch())
             sync_buffers(self.b.model, self.dist.main_rank)  # evaluate and save one model
-            if (st.epoch + 1) % self.eval_every == 0 or st.epoch + 1 == st.epochs:
-                self.last_metrics = self.evaluate()
-                row.update(self.last_metrics)
-            row["iteration"] = st.iteration
+            self.row["iteration"] = st.iteration
             st.epoch += 1
-            self.history.append(row)
-            if self.dist.is_main:
-                run_io.write_log_csv(self.run_dir / "log.csv", self.history)
-                run_io.save_checkpoint(self.ckpt_path, self.state_dict())
-                run_io.emit("epoch", **row, epochs=st.epochs)
+            self.history.append(self.row)
+            for h in self.hooks:
+                h.after_epoch()
+        for h in self.hooks:
+            h.after_train()
         return self.last_metrics

@@ -7,6 +7,7 @@ use them; ``ablate.tricks.base`` re-exports them for tricks."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -49,8 +50,25 @@ class TrainState:
 
 
 class Hook:
-    """Called by the trainer at fixed points; override what you need."""
+    """Called by the trainer at fixed events, detectron2's way; override what you need.
 
-    def before_epoch(self, state: TrainState) -> None: ...
+    The trainer sets ``self.trainer`` when it registers the hook; a hook reads and writes what
+    it needs there (``trainer.state``, the open epoch record ``trainer.row``, ``trainer.model``).
+    Events, in order: ``before_train`` (also on resume), then per epoch ``before_epoch``,
+    ``after_step`` after each optimizer step, and ``after_epoch`` once the epoch's record is
+    closed (``state.epoch`` counts the epochs done; ``trainer.row`` is the record, already in
+    ``trainer.history``); ``after_train`` when the last epoch is done. A trick's hooks run
+    before the engine's own (evaluation, checkpoint, log), in the order the tricks apply.
+    """
 
-    def after_epoch(self, state: TrainState) -> None: ...
+    trainer: Any = None
+
+    def before_train(self) -> None: ...
+
+    def before_epoch(self) -> None: ...
+
+    def after_step(self) -> None: ...
+
+    def after_epoch(self) -> None: ...
+
+    def after_train(self) -> None: ...

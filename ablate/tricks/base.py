@@ -38,9 +38,6 @@ class Trick:
                               f"{', '.join(repr(k) for k in options)}")
 
     # --- extension points -------------------------------------------------------------
-    def model_kwargs(self) -> dict[str, Any]:
-        return {}
-
     def edit_model(self, model: nn.Module, ctx: BuildContext) -> nn.Module:
         return model
 
@@ -84,6 +81,8 @@ class Trick:
         return task
 
     def hooks(self) -> list[Hook]:
+        """Callbacks at the trainer's events (``ablate.engine.types.Hook``), e.g. a weight
+        average updated after each step."""
         return []
 
     def describe(self) -> dict[str, Any]:
