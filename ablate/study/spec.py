@@ -71,29 +71,43 @@ STEP_KEYS = {"id", "label", "parent", "add", "remove", "set", "scales", "ref", "
              "gpu_hours", "notes"}
 
 
-@dataclass
-class Step:
+@dataclass(frozen=True)
+class StepSpec:
+    """A step as the file writes it, checked but not resolved: what it changes in its parent."""
+
     id: str
     label: str
     parent: str | None
-    add: list[str] = field(default_factory=list)
-    remove: list[str] = field(default_factory=list)
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
     set: dict[str, Any] = field(default_factory=dict)
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-scale ``set``
     ref: dict[str, float] = field(default_factory=dict)
     ref_delta: dict[str, float] = field(default_factory=dict)
-    gpu_hours: float | None = None  # the paper's GPU-hours for one full-scale run, if known
-    # resolved
+    gpu_hours: float | None = None
+    # a study with columns keys these by column: {"ref"|"ref_delta": {column: {metric: v}}}
+    column_refs: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    column_gpu_hours: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One run row, resolved: its explicit trick list and overrides (parents applied, and its
+    column's changes when the study has columns)."""
+
+    id: str
+    label: str
+    parent: str | None
     tricks: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
     scale_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    root: str = ""
-    # columns: each step × column is a step of its own (``<base>.<column>``)
-    base: str = ""  # the step id in the file
+    root: str = ""  # the first step of its chain (cumulative Δ)
+    ref: dict[str, float] = field(default_factory=dict)
+    ref_delta: dict[str, float] = field(default_factory=dict)
+    gpu_hours: float | None = None  # the paper's GPU-hours for one full-scale run, if known
+    base: str = ""  # the step id in the file (``<base>.<column>`` is the id with columns)
     column: str | None = None
     seeds: int | None = None  # the column's seed count
-    column_refs: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    column_gpu_hours: dict[str, float] = field(default_factory=dict)
 
     def overrides_at(self, scale: str) -> dict[str, Any]:
         """This step's overrides (inherited ``set`` + its scale's ``scales`` entries)."""
@@ -111,12 +125,12 @@ class Use:
     file: str = "checkpoints/last.pt"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Column:
     id: str
     label: str
-    add: list[str] = field(default_factory=list)
-    remove: list[str] = field(default_factory=list)
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
     set: dict[str, Any] = field(default_factory=dict)
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: int | None = None
@@ -197,14 +211,14 @@ def _mapping(path: Path, where: str, value: Any, what: str) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
-def _names(path: Path, where: str, value: Any, what: str) -> list[str]:
+def _names(path: Path, where: str, value: Any, what: str) -> tuple[str, ...]:
     if value is None:
-        return []
+        return ()
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _err(path, where, f"'{what}' must be a list of trick names")
-    return list(value)
+    return tuple(value)
 
 
 def _numbers(path: Path, where: str, value: Any, what: str) -> dict[str, float]:
@@ -252,19 +266,7 @@ def check_expansion(root: Any, path: Path) -> None:
 def load_study(path: str | Path) -> Study:
     """Read, check and resolve a study file. Raises ``AblateError`` naming file/step/item."""
     path = Path(path)
-    if not path.is_file():
-        raise AblateError(f"study file {path} does not exist")
-    try:
-        text = path.read_text()
-        check_expansion(yaml.compose(text, Loader=yaml.SafeLoader), path)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise AblateError(f"{path}: malformed YAML: {e}".replace("\n", " ")) from None
-    except (UnicodeDecodeError, RecursionError) as e:
-        what = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else "nested too deeply"
-        raise AblateError(f"{path}: {what}") from None
-    if not isinstance(raw, dict):
-        raise AblateError(f"{path}: a study must be a YAML mapping with 'name' and 'steps'")
+    raw = _read(path)
     for k in raw:
         if k not in STUDY_KEYS:
             raise _err(path, "", f"unknown key '{k}'{did_you_mean(k, STUDY_KEYS)}")
@@ -292,52 +294,86 @@ def load_study(path: str | Path) -> Study:
             raise _err(path, "", f"'{k}' must be a {'positive' if k == 'seeds' else 'non-negative'}"
                                  f" integer, got {raw[k]!r}")
     columns = _parse_columns(path, raw.get("columns"))
-    time_mode = raw.get("time")
+    specs = _parse_steps(path, raw["steps"], [c.id for c in columns])
+    time_mode, layout = raw.get("time"), raw.get("layout", "chain")
+    _check_layout(path, layout, time_mode, len(specs), len(columns))
+    base = _mapping(path, "", raw.get("base"), "base")
+    uses = _parse_uses(path, raw.get("uses"))
+    _check_overrides(path, uses, [("base", base), *[(f"scales.{k}", v) for k, v in scales.items()],
+                                  *_override_maps("step", specs),
+                                  *_override_maps("column", columns)])
+    steps = _resolve(path, specs)
+    if columns:
+        steps = _expand_columns(path, steps, {s.id: s for s in specs}, columns)
+    return Study(path=path, name=name, title=str(raw.get("title", name)), metric=metric,
+                 metrics=metrics, steps=steps, base=base, scales=scales,
+                 default_scale=default_scale, seeds=int(raw.get("seeds", 1)),
+                 seed=int(raw.get("seed", 0)), paper=str(raw.get("paper", "")),
+                 table=str(raw.get("table", "")), uses=uses, columns=columns, time=time_mode,
+                 layout=layout, rows_title=str(raw.get("rows_title", "step")),
+                 sources={k: str(v) for k, v in
+                          _mapping(path, "", raw.get("sources"), "sources").items()},
+                 raw=raw)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The file's YAML mapping, with one readable error for whatever is wrong with it."""
+    if not path.is_file():
+        raise AblateError(f"study file {path} does not exist")
+    try:
+        text = path.read_text()
+        check_expansion(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise AblateError(f"{path}: malformed YAML: {e}".replace("\n", " ")) from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        what = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else "nested too deeply"
+        raise AblateError(f"{path}: {what}") from None
+    if not isinstance(raw, dict):
+        raise AblateError(f"{path}: a study must be a YAML mapping with 'name' and 'steps'")
+    return raw
+
+
+def _check_layout(path: Path, layout: Any, time_mode: Any, n_steps: int, n_columns: int
+                  ) -> None:
     if time_mode is not None and time_mode not in TIME_MODES:
         raise _err(path, "", f"'time' must be one of {', '.join(TIME_MODES)}, got {time_mode!r}")
-    steps = _parse_steps(path, raw["steps"], [c.id for c in columns])
-    layout = raw.get("layout", "chain")
     if layout not in LAYOUTS:
         raise _err(path, "", f"'layout' must be one of {', '.join(LAYOUTS)}, got {layout!r}"
                              f"{did_you_mean(str(layout), LAYOUTS)}")
-    if layout != "chain" and not columns:
+    if layout != "chain" and not n_columns:
         raise _err(path, "", f"layout '{layout}' needs 'columns' (the table's second axis)")
     if layout != "chain" and time_mode is not None:
         raise _err(path, "", f"'time' is shown in chain reports only, not with layout "
                              f"'{layout}'")
-    if layout == "factorial" and (len(steps) != 2 or len(columns) != 2):
+    if layout == "factorial" and (n_steps != 2 or n_columns != 2):
         raise _err(path, "", f"layout 'factorial' crosses two switches: it needs exactly 2 "
-                             f"steps and 2 columns, got {len(steps)} and {len(columns)} "
+                             f"steps and 2 columns, got {n_steps} and {n_columns} "
                              "(use layout: grid for larger tables)")
-    study = Study(path=path, name=name, title=str(raw.get("title", name)), metric=metric,
-                  metrics=metrics, steps=steps, base=_mapping(path, "", raw.get("base"), "base"),
-                  scales=scales, default_scale=default_scale, seeds=int(raw.get("seeds", 1)),
-                  seed=int(raw.get("seed", 0)), paper=str(raw.get("paper", "")),
-                  table=str(raw.get("table", "")), uses=_parse_uses(path, raw.get("uses")),
-                  columns=columns, time=time_mode, layout=layout,
-                  rows_title=str(raw.get("rows_title", "step")),
-                  sources={k: str(v) for k, v in
-                           _mapping(path, "", raw.get("sources"), "sources").items()},
-                  raw=raw)
-    for where, m in [("base", study.base), *[(f"scales.{k}", v) for k, v in scales.items()],
-                     *[(f"step '{s.id}': set", s.set) for s in steps],
-                     *[(f"step '{s.id}': scales.{k}", v) for s in steps
-                       for k, v in s.scales.items()],
-                     *[(f"column '{c.id}': set", c.set) for c in columns],
-                     *[(f"column '{c.id}': scales.{k}", v) for c in columns
-                       for k, v in c.scales.items()]]:
+
+
+def _override_maps(kind: str, items: list[StepSpec] | list[Column]
+                   ) -> list[tuple[str, dict[str, Any]]]:
+    """Each step's or column's ``set`` and ``scales.<scale>`` mappings, named for errors."""
+    out = []
+    for it in items:
+        out.append((f"{kind} '{it.id}': set", it.set))
+        out += [(f"{kind} '{it.id}': scales.{k}", v) for k, v in it.scales.items()]
+    return out
+
+
+def _check_overrides(path: Path, uses: dict[str, Use],
+                     maps: list[tuple[str, dict[str, Any]]]) -> None:
+    """Tricks are chosen by add/remove only; every ``${uses.x}`` names a declared use."""
+    for where, m in maps:
         if "tricks" in m:
             raise _err(path, f"{where}: ", "choose tricks with a step's add/remove, not 'tricks'")
         for key, value in m.items():
             for ref in USE_REF_RE.findall(str(value)):
-                if ref not in study.uses:
+                if ref not in uses:
                     raise _err(path, f"{where}: {key}: ", f"'${{uses.{ref}}}' is not declared "
                                                           f"under 'uses'"
-                                                          f"{did_you_mean(ref, study.uses)}")
-    _resolve(study)
-    if columns:
-        study.steps = _expand_columns(study)
-    return study
+                                                          f"{did_you_mean(ref, uses)}")
 
 
 def _parse_columns(path: Path, raw: Any) -> list[Column]:
@@ -370,8 +406,8 @@ def _parse_columns(path: Path, raw: Any) -> list[Column]:
     return out
 
 
-def apply_tricks(tricks: list[str], *, add: list[str], remove: list[str], path: Path,
-                 where: str, whose: str, added_by: str) -> list[str]:
+def apply_tricks(tricks: list[str], *, add: tuple[str, ...], remove: tuple[str, ...],
+                 path: Path, where: str, whose: str, added_by: str) -> list[str]:
     """``tricks`` without ``remove`` and then with ``add`` (in that order, as a step or a
     column states them); removing what is off or adding what is on is an error naming it."""
     out = list(tricks)
@@ -387,27 +423,35 @@ def apply_tricks(tricks: list[str], *, add: list[str], remove: list[str], path: 
     return out
 
 
-def _expand_columns(study: Study) -> list[Step]:
+def _expand_columns(path: Path, steps: list[Step], specs: dict[str, StepSpec],
+                    columns: list[Column]) -> list[Step]:
     """Every step × column as a step of its own; columns run one after the other."""
     out: list[Step] = []
-    for c in study.columns:
-        for s in study.steps:
-            where = f"step '{s.id}', column '{c.id}': "
-            tricks = apply_tricks(s.tricks, add=c.add, remove=c.remove, path=study.path,
-                                  where=where, whose="the step's",
+    for c in columns:
+        for s in steps:
+            spec = specs[s.id]
+            tricks = apply_tricks(s.tricks, add=c.add, remove=c.remove, path=path,
+                                  where=f"step '{s.id}', column '{c.id}': ", whose="the step's",
                                   added_by="the step or an ancestor")
-            scale_overrides = {k: dict(v) for k, v in s.scale_overrides.items()}
-            for scale, m in c.scales.items():
-                scale_overrides.setdefault(scale, {}).update(m)
             out.append(Step(
                 id=f"{s.id}.{c.id}", label=s.label,
                 parent=None if s.parent is None else f"{s.parent}.{c.id}",
-                ref=dict(s.column_refs.get("ref", {}).get(c.id, {})),
-                ref_delta=dict(s.column_refs.get("ref_delta", {}).get(c.id, {})),
-                gpu_hours=s.column_gpu_hours.get(c.id),
                 tricks=tricks, overrides={**s.overrides, **c.set},
-                scale_overrides=scale_overrides, root=f"{s.root}.{c.id}", base=s.id,
-                column=c.id, seeds=c.seeds))
+                scale_overrides=_with_scales(s.scale_overrides, c.scales),
+                root=f"{s.root}.{c.id}",
+                ref=dict(spec.column_refs.get("ref", {}).get(c.id, {})),
+                ref_delta=dict(spec.column_refs.get("ref_delta", {}).get(c.id, {})),
+                gpu_hours=spec.column_gpu_hours.get(c.id), base=s.id, column=c.id,
+                seeds=c.seeds))
+    return out
+
+
+def _with_scales(inherited: dict[str, dict[str, Any]], scales: dict[str, dict[str, Any]]
+                 ) -> dict[str, dict[str, Any]]:
+    """Per-scale overrides: a copy of ``inherited`` updated by ``scales``."""
+    out = {k: dict(v) for k, v in inherited.items()}
+    for scale, m in scales.items():
+        out.setdefault(scale, {}).update(m)
     return out
 
 
@@ -450,10 +494,10 @@ def _column_numbers(path: Path, where: str, value: Any, what: str,
     return out
 
 
-def _parse_steps(path: Path, raw_steps: Any, columns: list[str] = ()) -> list[Step]:
+def _parse_steps(path: Path, raw_steps: Any, columns: list[str] = ()) -> list[StepSpec]:
     if not isinstance(raw_steps, list) or not raw_steps:
         raise _err(path, "", "'steps' must be a non-empty list")
-    steps: list[Step] = []
+    steps: list[StepSpec] = []
     seen: set[str] = set()
     for i, rs in enumerate(raw_steps):
         if not isinstance(rs, dict) or "id" not in rs:
@@ -469,21 +513,22 @@ def _parse_steps(path: Path, raw_steps: Any, columns: list[str] = ()) -> list[St
             if k not in STEP_KEYS:
                 raise _err(path, where, f"unknown key '{k}'{did_you_mean(k, STEP_KEYS)}")
         parent = rs.get("parent", steps[-1].id if steps else None)
-        steps.append(Step(
-            id=sid, label=str(rs.get("label", sid)),
-            parent=None if parent is None else str(parent),
-            add=_names(path, where, rs.get("add"), "add"),
-            remove=_names(path, where, rs.get("remove"), "remove"),
-            set=_mapping(path, where, rs.get("set"), "set"),
-            scales=_step_scales(path, where, rs.get("scales")),
-            ref={} if columns else _numbers(path, where, rs.get("ref"), "ref"),
-            ref_delta={} if columns else _numbers(path, where, rs.get("ref_delta"), "ref_delta"),
-            column_refs={k: _column_numbers(path, where, rs.get(k), k, list(columns))
-                         for k in ("ref", "ref_delta")} if columns else {},
-            gpu_hours=None if columns else _gpu_hours(path, where, rs.get("gpu_hours")),
-            column_gpu_hours=(_column_gpu_hours(path, where, rs.get("gpu_hours"), list(columns))
-                              if columns else {}),
-            base=sid))
+        common = dict(id=sid, label=str(rs.get("label", sid)),
+                      parent=None if parent is None else str(parent),
+                      add=_names(path, where, rs.get("add"), "add"),
+                      remove=_names(path, where, rs.get("remove"), "remove"),
+                      set=_mapping(path, where, rs.get("set"), "set"),
+                      scales=_step_scales(path, where, rs.get("scales")))
+        if columns:
+            steps.append(StepSpec(
+                **common, column_refs={k: _column_numbers(path, where, rs.get(k), k, columns)
+                                       for k in ("ref", "ref_delta")},
+                column_gpu_hours=_column_gpu_hours(path, where, rs.get("gpu_hours"), columns)))
+        else:
+            steps.append(StepSpec(
+                **common, ref=_numbers(path, where, rs.get("ref"), "ref"),
+                ref_delta=_numbers(path, where, rs.get("ref_delta"), "ref_delta"),
+                gpu_hours=_gpu_hours(path, where, rs.get("gpu_hours"))))
     return steps
 
 
@@ -521,39 +566,33 @@ def _step_scales(path: Path, where: str, value: Any) -> dict[str, dict[str, Any]
     return out
 
 
-def _resolve(study: Study) -> None:
-    """Give every step its explicit trick list and overrides, walking parents first."""
-    by_id = {s.id: s for s in study.steps}
-    done: set[str] = set()
+def _resolve(path: Path, specs: list[StepSpec]) -> list[Step]:
+    """Every step with its explicit trick list and overrides, walking parents first."""
+    by_id = {s.id: s for s in specs}
+    done: dict[str, Step] = {}
 
-    def visit(s: Step, trail: tuple[str, ...]) -> None:
+    def visit(s: StepSpec, trail: tuple[str, ...]) -> Step:
         if s.id in done:
-            return
+            return done[s.id]
         where = f"step '{s.id}': "
         if s.id in trail:
-            raise _err(study.path, where, f"parent cycle {' → '.join((*trail, s.id))}")
-        tricks: list[str] = []
-        overrides: dict[str, Any] = {}
-        scale_overrides: dict[str, dict[str, Any]] = {}
-        s.root = s.id
+            raise _err(path, where, f"parent cycle {' → '.join((*trail, s.id))}")
+        parent = Step(id="", label="", parent=None, root=s.id)  # a first step's empty parent
         if s.parent is not None:
             if s.parent not in by_id:
-                raise _err(study.path, where, f"parent '{s.parent}' does not exist"
-                                              f"{did_you_mean(s.parent, by_id)}")
-            p = by_id[s.parent]
-            visit(p, (*trail, s.id))
-            tricks, overrides, s.root = list(p.tricks), dict(p.overrides), p.root
-            scale_overrides = {k: dict(v) for k, v in p.scale_overrides.items()}
-        tricks = apply_tricks(tricks, add=s.add, remove=s.remove, path=study.path, where=where,
-                              whose="the parent's", added_by="an ancestor")
-        overrides.update(s.set)
-        for scale, m in s.scales.items():
-            scale_overrides.setdefault(scale, {}).update(m)
-        s.tricks, s.overrides, s.scale_overrides = tricks, overrides, scale_overrides
-        done.add(s.id)
+                raise _err(path, where, f"parent '{s.parent}' does not exist"
+                                        f"{did_you_mean(s.parent, by_id)}")
+            parent = visit(by_id[s.parent], (*trail, s.id))
+        done[s.id] = Step(
+            id=s.id, label=s.label, parent=s.parent,
+            tricks=apply_tricks(parent.tricks, add=s.add, remove=s.remove, path=path,
+                                where=where, whose="the parent's", added_by="an ancestor"),
+            overrides={**parent.overrides, **s.set},
+            scale_overrides=_with_scales(parent.scale_overrides, s.scales), root=parent.root,
+            ref=s.ref, ref_delta=s.ref_delta, gpu_hours=s.gpu_hours, base=s.id)
+        return done[s.id]
 
-    for s in study.steps:
-        visit(s, ())
+    return [visit(s, ()) for s in specs]
 
 
 def find_study(name_or_path: str, studies_dir: Path) -> Path:
