@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import item_costs, machine, table  # noqa: E402
 
-from ablate.data.imagenet import build_imagenet  # noqa: E402
+from ablate.data.sources import build_imagenet  # noqa: E402
 from ablate.worker import close_loaders  # noqa: E402
 
 
@@ -149,7 +149,7 @@ def main() -> None:
 def fmnist_load(rounds: int = 5) -> None:
     import gzip
 
-    from ablate.data import fashion_mnist as fm
+    from ablate.data.datasets import fashion_mnist as fm
 
     if fm._gunzip is gzip.decompress:
         print("\nFashion-MNIST load: isal is not installed, nothing to compare")
@@ -170,7 +170,7 @@ def fmnist_load(rounds: int = 5) -> None:
 
 
 def fmnist() -> None:
-    from ablate.data.fashion_mnist import build_fashion_mnist
+    from ablate.data.sources import build_fashion_mnist
 
     try:
         train, _ = build_fashion_mnist(root=None, batch_size=256, eval_batch_size=500,

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, paired_ratio, table  # noqa: E402
 
 from ablate.config import compose  # noqa: E402
-from ablate.data.tensor_loader import InMemoryLoader  # noqa: E402
+from ablate.data.pipelines.tensors import InMemoryLoader  # noqa: E402
 from ablate.engine.dist import DistInfo  # noqa: E402
 from ablate.engine.setup import build  # noqa: E402
 from ablate.engine.trainer import Trainer  # noqa: E402

@@ -45,12 +45,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import item_costs  # noqa: E402
 
-from ablate.data.detection_loader import build_detection_loaders  # noqa: E402
-from ablate.data.detection_rcnn import build_rcnn_loaders  # noqa: E402
+from ablate.data.pipelines.detection import build_detection_loaders  # noqa: E402
+from ablate.data.pipelines.rcnn import build_rcnn_loaders  # noqa: E402
 from ablate.engine.setup import data_plugins  # noqa: E402
 from ablate.engine.types import DataContext  # noqa: E402
 from ablate.tricks import build_tricks  # noqa: E402
-from ablate.data.fashion_scenes import (fashion_scenes_dataset,  # noqa: E402
+from ablate.data.datasets.fashion_scenes import (fashion_scenes_dataset,  # noqa: E402
                                         fashion_scenes_root)
 
 def plugins(task: str, tricks: dict):

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ablate.data.fashion_scenes import build_fashion_scenes, fashion_scenes_dataset
+from ablate.data.datasets.fashion_scenes import build_fashion_scenes, fashion_scenes_dataset
 
 
 def main() -> None:

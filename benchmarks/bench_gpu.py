@@ -36,7 +36,7 @@ from _common import CachedLoader, machine, table  # noqa: E402
 
 from ablate.config import compose  # noqa: E402
 from ablate.data import DataSource  # noqa: E402
-from ablate.data.tensor_loader import InMemoryLoader  # noqa: E402
+from ablate.data.pipelines.tensors import InMemoryLoader  # noqa: E402
 from ablate.engine.dist import DistInfo  # noqa: E402
 from ablate.engine.setup import build  # noqa: E402
 from ablate.engine.trainer import Trainer  # noqa: E402

@@ -256,8 +256,8 @@ def test_list(cli):
 def test_evaluate_and_data_prepare(cli, tmp_path, fmnist_root):
     import numpy as np
 
-    from ablate.data.fashion_scenes import CLASSES, build_fashion_scenes
-    from ablate.data.voc import voc_ground_truth
+    from ablate.data.datasets.fashion_scenes import CLASSES, build_fashion_scenes
+    from ablate.data.datasets.voc import voc_ground_truth
     from ablate.eval.detections_io import write_voc_results
 
     root = build_fashion_scenes(tmp_path / "fs", num_train=4, num_test=12, fmnist_root=fmnist_root)

@@ -80,12 +80,12 @@ def test_detection_device_decode_on_the_gpu(tmp_path):
     """The YOLO (augmentation, mixup, random shapes) and Faster R-CNN (flip, mixup, padding)
     pipelines with ``decode: device`` on the GPU against the worker path on the CPU: the same
     targets (drawn on the host), pixels within a level or two (nvJPEG, float resize kernels)."""
-    from ablate.data.detection_loader import build_detection_loaders
-    from ablate.data.detection_rcnn import build_rcnn_loaders
+    from ablate.data.pipelines.detection import build_detection_loaders
+    from ablate.data.pipelines.rcnn import build_rcnn_loaders
     from ablate.tricks.random_shapes import RandomShapes
     from tests.conftest import trick_plugins
     from ablate.data.loading import IMAGENET_STD
-    from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
+    from ablate.data.datasets.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
 
     root = fashion_scenes_root(tmp_path, num_train=24, num_test=6)
     train, test = (fashion_scenes_dataset(root, s) for s in ("train", "test"))

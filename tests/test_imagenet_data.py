@@ -12,11 +12,13 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from ablate.config import compose
-from ablate.data import imagenet
+from ablate.data.datasets import imagenet
+from ablate.data.datasets.imagenet import find_classes
 from ablate.data.encoded import jpeg_size, unpack
-from ablate.data.imagenet import (TrainTransform, check_imagenet, collate_encoded,
-                                  decode_rgb, find_classes, jitter_batch, lighting_offset,
-                                  normalize)
+from ablate.data.pipelines import classification
+from ablate.data.pipelines.classification import (TrainTransform, collate_encoded, decode_rgb,
+                                                  jitter_batch, lighting_offset, normalize)
+from ablate.data.sources import check_imagenet
 from ablate.errors import AblateError
 from ablate.registry import DATASETS
 
@@ -100,7 +102,8 @@ def test_check_passes_without_reading_images(tree, monkeypatch):
     def no(*_):
         raise AssertionError("check must not list or decode images")
 
-    monkeypatch.setattr(imagenet, "decode_rgb", no)
+    monkeypatch.setattr(classification, "decode_rgb", no)
+    monkeypatch.setattr(classification, "list_images", no)
     monkeypatch.setattr(imagenet, "list_images", no)
     DATASETS.get("imagenet").check(**data_cfg(tree))
     assert find_classes(tree) == list(CLASSES)

@@ -82,3 +82,35 @@ def test_no_import_cycle():
 def test_the_engine_types_are_a_leaf():
     assert module_graph()["ablate.engine.types"] == set()
     assert "ablate.tricks" not in module_graph()["ablate.engine.trainer"]
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph[todo.pop()]:
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
+
+
+def test_the_data_layer_by_role():
+    """Datasets read data and import no pipeline; pipelines import no source; the
+    classification side reaches no detection module."""
+    graph = module_graph()
+    data = [m for m in graph if m.startswith("ablate.data.")]
+    datasets = [m for m in data if m.startswith("ablate.data.datasets.")]
+    pipelines = [m for m in data if m.startswith("ablate.data.pipelines.")]
+    assert {"ablate.data.datasets.imagenet", "ablate.data.datasets.voc"} <= set(datasets)
+    assert {"ablate.data.pipelines.classification", "ablate.data.pipelines.transforms"
+            } <= set(pipelines)
+    for m in datasets:
+        assert not {d for d in reachable(graph, m) if d.startswith("ablate.data.pipelines")}, m
+    for m in pipelines:
+        assert "ablate.data.sources" not in reachable(graph, m), m
+    detection = {"ablate.data.pipelines.detection", "ablate.data.pipelines.transforms",
+                 "ablate.data.pipelines.rcnn", "ablate.data.targets", "ablate.data.datasets.voc",
+                 "ablate.data.datasets.coco", "ablate.data.datasets.fashion_scenes"}
+    for m in ("ablate.data.pipelines.classification", "ablate.data.pipelines.tensors",
+              "ablate.data.datasets.imagenet", "ablate.data.datasets.fashion_mnist"):
+        assert not reachable(graph, m) & detection, m

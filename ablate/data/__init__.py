@@ -65,16 +65,18 @@ class DataSource:
         return self._call(self.checker, {**kwargs, "deep": deep})
 
 
-_SOURCES = {
-    "fashion_mnist": ("ablate.data.fashion_mnist", "build_fashion_mnist", "check_fashion_mnist",
+_SOURCES = {  # name: (build, check, tasks)
+    "fashion_mnist": ("ablate.data.sources:build_fashion_mnist",
+                      "ablate.data.datasets.fashion_mnist:check_fashion_mnist",
                       ("classification",)),
-    "imagenet": ("ablate.data.imagenet", "build_imagenet", "check_imagenet",
+    "imagenet": ("ablate.data.sources:build_imagenet", "ablate.data.sources:check_imagenet",
                  ("classification",)),
-    "voc": ("ablate.data.detection_sources", "build_voc_loaders", "check_voc", ("yolo", "rcnn")),
-    "coco": ("ablate.data.detection_sources", "build_coco_loaders", "check_coco",
+    "voc": ("ablate.data.sources:build_voc_loaders", "ablate.data.sources:check_voc",
+            ("yolo", "rcnn")),
+    "coco": ("ablate.data.sources:build_coco_loaders", "ablate.data.sources:check_coco",
              ("yolo", "rcnn")),
-    "fashion_scenes": ("ablate.data.detection_sources", "build_fashion_scenes_loaders",
-                       "check_fashion_scenes", ("yolo", "rcnn")),
+    "fashion_scenes": ("ablate.data.sources:build_fashion_scenes_loaders",
+                       "ablate.data.sources:check_fashion_scenes", ("yolo", "rcnn")),
 }
-for _name, (_mod, _build, _check, _tasks) in _SOURCES.items():
-    DATASETS.register(_name)(DataSource(_name, f"{_mod}:{_build}", f"{_mod}:{_check}", _tasks))
+for _name, (_build, _check, _tasks) in _SOURCES.items():
+    DATASETS.register(_name)(DataSource(_name, _build, _check, _tasks))

@@ -9,8 +9,8 @@ CUDA, libjpeg on CPU).
 * ``decode_batch``: the buffer's JPEGs decoded in one call on the device, pixels copied there;
 * ``decode_mode``: the ``data.decode`` option, checked.
 
-Used by the ImageNet loader (``ablate.data.imagenet``) and the detection loaders
-(``ablate.data.detection_loader``).
+Used by the ImageNet loader (``ablate.data.pipelines.classification``) and the detection loaders
+(``ablate.data.pipelines.detection``).
 """
 
 from __future__ import annotations

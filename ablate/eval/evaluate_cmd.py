@@ -159,8 +159,8 @@ def _coco_part(res: dict) -> dict:
 
 def _evaluate_voc(root: Path, split: str, det: Path, metric: str, year: str,
                   class_names: Sequence[str] | None, backend: str) -> dict:
-    from ablate.data import fashion_scenes
-    from ablate.data.voc import VOC_CLASSES, devkit_to_xyxy, voc_ground_truth
+    from ablate.data.datasets import fashion_scenes
+    from ablate.data.datasets.voc import VOC_CLASSES, devkit_to_xyxy, voc_ground_truth
 
     if class_names is None:
         class_names = fashion_scenes.CLASSES if _is_fashion_scenes(root) else VOC_CLASSES
@@ -196,7 +196,7 @@ def _evaluate_voc(root: Path, split: str, det: Path, metric: str, year: str,
 
 
 def _evaluate_coco(root: Path, split: str, det: Path, backend: str) -> dict:
-    from ablate.data.coco import LAYOUT, load_coco_api
+    from ablate.data.datasets.coco import LAYOUT, load_coco_api
     from ablate.data.files import first_missing, missing_path_error
     from ablate.eval.coco_map import coco_eval
     from ablate.eval.detections_io import read_coco_results

@@ -39,7 +39,7 @@ targets they equal torchvision's losses exactly.
 
 ``forward(images, image_sizes, targets=None)`` takes a normalised, zero-padded batch
 ``[B, 3, H, W]`` and the unpadded ``(h, w)`` of each image (the data pipeline resizes; see
-``ablate/data/detection_rcnn.py``). Training returns ``{"rpn_obj", "rpn_box", "rcnn_cls",
+``ablate/data/pipelines/rcnn.py``). Training returns ``{"rpn_obj", "rpn_box", "rcnn_cls",
 "rcnn_box"}``; evaluation returns per image ``boxes`` (input pixels), ``scores`` and ``labels``
 (1…K; 0 is the background).
 """

@@ -1,9 +1,9 @@
 """Data augmentation for detection (Bag of Freebies Sec. 3.3; SSD's pipeline for YOLOv3).
 
 YOLOv3: colour distortion, random expand, min-IoU random crop, random-interpolation resize and
-flip (``YoloAugment``, ablate/data/detection_transforms.py) in place of the plain resize.
+flip (``YoloAugment``, ablate/data/pipelines/transforms.py) in place of the plain resize.
 Faster R-CNN (Sec. 4.1, Table 4): horizontal flip with p 0.5 only — no crop, no colour jitter
-(``RcnnResize(flip=True)``, ablate/data/detection_rcnn.py). The "- data augmentation" row
+(``RcnnResize(flip=True)``, ablate/data/pipelines/rcnn.py). The "- data augmentation" row
 removes this trick, leaving resize + normalise only.
 """
 
@@ -22,8 +22,8 @@ class DataAugmentation(Trick):
     tasks = ("yolo", "rcnn")
 
     def sample_transform(self, transform: Any, ctx: DataContext) -> Any:
-        from ablate.data.detection_rcnn import RcnnResize
-        from ablate.data.detection_transforms import PlainResize, YoloAugment
+        from ablate.data.pipelines.rcnn import RcnnResize
+        from ablate.data.pipelines.transforms import PlainResize, YoloAugment
 
         if type(transform) is RcnnResize:  # the rcnn pipeline's resize: add the flip
             return RcnnResize(flip=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ablate.data.coco import COCODetection
+from ablate.data.datasets.coco import COCODetection
 from ablate.errors import AblateError
 
 CATEGORIES = [{"id": 7, "name": "toaster", "supercategory": "appliance"},

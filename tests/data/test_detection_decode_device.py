@@ -14,12 +14,12 @@ from torch.utils.data import Dataset, Subset
 from torchvision.io import encode_jpeg, encode_png, write_file
 
 from ablate.data.files import load_rgb
-from ablate.data.detection_loader import (DetectionLoader, DetectionTrainDataset, EncodedItem,
+from ablate.data.pipelines.detection import (DetectionLoader, DetectionTrainDataset, EncodedItem,
                                           build_detection_loaders)
-from ablate.data.detection_rcnn import build_rcnn_loaders
-from ablate.data.detection_sources import check_fashion_scenes
-from ablate.data.detection_transforms import YoloAugment, plain_resize, yolo_augment
-from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
+from ablate.data.pipelines.rcnn import build_rcnn_loaders
+from ablate.data.sources import check_fashion_scenes
+from ablate.data.pipelines.transforms import YoloAugment, plain_resize, yolo_augment
+from ablate.data.datasets.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
 from ablate.data.targets import make_target
 from ablate.errors import AblateError
 from ablate.tricks.mixup import MixupDataset

@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ablate.data.detection_loader import (DetectionLoader, DetectionTrainDataset,
+from ablate.data.pipelines.detection import (DetectionLoader, DetectionTrainDataset,
                                           build_detection_loaders, collate_detection)
 from ablate.data.loading import DataPlugins
 from ablate.tricks.mixup import MixupDataset
 from ablate.tricks.random_shapes import RandomShapes, scaled_sizes
-from ablate.data.detection_transforms import plain_resize
-from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
+from ablate.data.pipelines.transforms import plain_resize
+from ablate.data.datasets.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
 from ablate.errors import AblateError
 
 SIZES = [(10, 20), (16, 8), (12, 12), (9, 14), (20, 10), (11, 17)]

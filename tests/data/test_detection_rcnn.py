@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ablate.config import compose
-from ablate.data.detection_rcnn import (build_rcnn_loaders, check_scale, collate_padded,
+from ablate.data.pipelines.rcnn import (build_rcnn_loaders, check_scale, collate_padded,
                                         rcnn_eval_resize, rcnn_resize, rcnn_size)
 from ablate.data.loading import IMAGENET_MEAN, IMAGENET_STD
 from ablate.errors import AblateError

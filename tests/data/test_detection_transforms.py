@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablate.data.detection_transforms import (CROP_MIN_IOUS, INTERPOLATIONS, MEAN_PIXEL,
+from ablate.data.pipelines.transforms import (CROP_MIN_IOUS, INTERPOLATIONS, MEAN_PIXEL,
                                               canvas_window, color_distort, crop_target,
                                               eval_resize, global_rng_from, plain_resize,
                                               resize_image, sample_min_iou_crop, yolo_augment)

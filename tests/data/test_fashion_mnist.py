@@ -8,7 +8,7 @@ import struct
 import pytest
 import torch
 
-from ablate.data import fashion_mnist as fm
+from ablate.data.datasets import fashion_mnist as fm
 from ablate.errors import AblateError
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from ablate.data import fashion_mnist
-from ablate.data.fashion_scenes import (CLASSES, build_fashion_scenes, fashion_scenes_dataset,
+from ablate.data.datasets import fashion_mnist
+from ablate.data.datasets.fashion_scenes import (CLASSES, build_fashion_scenes, fashion_scenes_dataset,
                                         fashion_scenes_root, render_scene)
-from ablate.data.voc import parse_voc_xml
+from ablate.data.datasets.voc import parse_voc_xml
 from ablate.errors import AblateError
 
 NUM_TRAIN, NUM_TEST = 200, 60

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ablate.data.voc import (VOC_CLASSES, VOCDetection, devkit_to_xyxy, parse_voc_xml,
+from ablate.data.datasets.voc import (VOC_CLASSES, VOCDetection, devkit_to_xyxy, parse_voc_xml,
                              voc_ground_truth, voc_xml_string, xyxy_to_devkit)
 from ablate.errors import AblateError
 

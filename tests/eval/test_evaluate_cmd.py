@@ -15,8 +15,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ablate.data.fashion_scenes import CLASSES, build_fashion_scenes
-from ablate.data.voc import voc_ground_truth
+from ablate.data.datasets.fashion_scenes import CLASSES, build_fashion_scenes
+from ablate.data.datasets.voc import voc_ground_truth
 from ablate.errors import AblateError
 from ablate.eval.coco_map import STAT_NAMES
 from ablate.eval.detections_io import write_voc_results

@@ -22,7 +22,7 @@ def test_table4_tricks_accept_rcnn_and_yolo_only_ones_do_not():
 
 
 def test_flip_and_mixup_defaults():
-    from ablate.data.detection_rcnn import RcnnResize
+    from ablate.data.pipelines.rcnn import RcnnResize
     from ablate.engine.types import DataContext
 
     tricks = {t.name: t for t in build_tricks(

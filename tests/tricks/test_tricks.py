@@ -151,7 +151,7 @@ def test_sync_bn_sets_group_to_global_batch():
 
 
 def test_detection_tricks_plug_into_the_pipeline_with_task_defaults():
-    from ablate.data.detection_transforms import PlainResize, YoloAugment, plain_resize
+    from ablate.data.pipelines.transforms import PlainResize, YoloAugment, plain_resize
     from ablate.engine.types import DataContext
     from ablate.tricks.mixup import MixupDataset
     from ablate.tricks.random_shapes import RandomShapes

@@ -13,7 +13,7 @@ images zero-padded at the bottom/right to the batch's largest size rounded up to
 32 (torchvision's ``GeneralizedRCNNTransform.batch_images``), with ``image_sizes`` (h, w) of each
 unpadded image. On the device, ``DetectionLoader`` normalises and zeroes the padding again.
 With ``decode: device`` the workers only read the files and draw (mixup, flip); the loader
-decodes, mixes, resizes, flips and pads on its device (see ``detection_loader``).
+decodes, mixes, resizes, flips and pads on its device (see ``pipelines.detection``).
 
 The resize is GluonCV's ``resize_short_within`` (``rcnn_size``): scale = short / min(h, w),
 unless round(scale · max(h, w)) > max_side, then scale = max_side / max(h, w); the new sides are
@@ -28,9 +28,9 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ablate.data.detection_loader import (DetectionLoader, DetectionTrainDataset,
+from ablate.data.pipelines.detection import (DetectionLoader, DetectionTrainDataset,
                                           collate_detection)
-from ablate.data.detection_transforms import SampleTransform, resize_image
+from ablate.data.pipelines.transforms import SampleTransform, resize_image
 from ablate.data.loading import IMAGENET_MEAN, IMAGENET_STD, DataPlugins
 from ablate.errors import AblateError
 

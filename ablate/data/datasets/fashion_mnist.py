@@ -19,7 +19,6 @@ except ImportError:  # pragma: no cover - isal is a dependency; plain zlib gives
 
 import torch
 
-from ablate.data.loading import DataPlugins
 from ablate.errors import AblateError
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -94,42 +93,6 @@ def load_fashion_mnist(root: str | os.PathLike | None = None, split: str = "trai
 
 
 MEAN, STD = (0.2860,), (0.3530,)
-
-
-def _subset(n: int, size: int | None, seed: int = 0) -> torch.Tensor:
-    """A fixed random subset of ``size`` indices (the same for every run and seed)."""
-    if size is None or size >= n:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
-
-
-def build_fashion_mnist(*, root: str | None = None, train_subset: int | None = None,
-                        test_subset: int | None = None, pad: int = 4, flip: bool = True,
-                        batch_size: int, eval_batch_size: int, rank: int = 0,
-                        world_size: int = 1, seed: int = 0,
-                        device: torch.device = torch.device("cpu"),
-                        channels_last: bool = False, plugins: DataPlugins = DataPlugins()):
-    """Train and eval loaders over Fashion-MNIST (images 1×28×28).
-
-    Args:
-        root: idx(.gz) folder (default: the Debian package's).
-        train_subset / test_subset: use a fixed random subset of this many images (proxies).
-        pad, flip: training augmentation (random crop after ``pad`` zero padding, h-flip).
-        batch_size / eval_batch_size: per-rank batch sizes.
-        plugins: none (tricks act on the batches, not on this pipeline).
-    """
-    plugins.refuse("fashion_mnist")
-    from ablate.data.tensor_loader import InMemoryLoader, random_crop_flip
-
-    xtr, ytr = load_fashion_mnist(root, "train")
-    xte, yte = load_fashion_mnist(root, "test")
-    itr, ite = _subset(len(ytr), train_subset), _subset(len(yte), test_subset)
-    common = dict(mean=MEAN, std=STD, rank=rank, world_size=world_size, seed=seed, device=device,
-                  channels_last=channels_last)
-    train = InMemoryLoader(xtr[itr, None], ytr[itr], batch_size, train=True,
-                           augment=lambda x: random_crop_flip(x, pad, flip), **common)
-    test = InMemoryLoader(xte[ite, None], yte[ite], eval_batch_size, train=False, **common)
-    return train, test
 
 
 def idx_shape(path: Path) -> tuple[int, ...]:

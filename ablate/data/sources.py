@@ -1,17 +1,20 @@
-"""Detection data sources for the YOLOv3 and Faster R-CNN tables: Pascal VOC, COCO and
-FashionScenes.
+"""The data sources: each ties a dataset (``ablate.data.datasets``) to its input pipeline
+(``ablate.data.pipelines``) and is registered by name in ``ablate.data``. Classification:
+Fashion-MNIST (in memory, ``pipelines.tensors``) and ImageNet folders
+(``pipelines.classification``); detection, for the YOLOv3 and Faster R-CNN tables: Pascal VOC,
+COCO and FashionScenes.
 
-Each source is a ``build`` function, which opens the datasets and hands them to
-``build_detection_loaders`` (or ``build_rcnn_loaders``, see ``pipeline`` below), and a ``check``
-function, registered in ``ablate.data``. Their keyword arguments are the data config's keys,
+Each source is a ``build`` function, which opens the datasets and hands them to the pipeline's
+loaders (for detection ``build_detection_loaders`` or ``build_rcnn_loaders``, see ``pipeline``
+below), and a ``check`` function. Their keyword arguments are the data config's keys,
 typed: an unknown key or a value of the wrong type is refused by name. Tricks reach the
 pipeline only through ``plugins`` (``ablate.data.loading.DataPlugins``: mixup's dataset
 wrapper, the augmentation's sample transform, random shapes' batch transform). ``decode``
 (``worker``, the default, or ``device``) says where images are decoded, combined and augmented
-(``ablate.data.detection_loader``).
+(``ablate.data.pipelines.detection``).
 
 ``pipeline`` picks the input pipeline (the data configs set it to the model's task): ``rcnn``
-(the Faster R-CNN task, ``ablate.data.detection_rcnn``) resizes the shorter side to
+(the Faster R-CNN task, ``ablate.data.pipelines.rcnn``) resizes the shorter side to
 ``short_side`` with the longer at most ``max_side`` and pads batches; any other value
 (``yolo``) resizes to ``train_size``/``eval_size`` squares.
 
@@ -34,21 +37,144 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from torch.utils.data import Dataset, Subset
 
-from ablate.data.coco import LAYOUT as COCO_LAYOUT
-from ablate.data.coco import COCODetection
-from ablate.data.files import first_missing, missing_path_error
-from ablate.data.detection_loader import build_detection_loaders, eval_sizes
-from ablate.data.detection_rcnn import build_rcnn_loaders, check_scale
+from ablate.data.datasets.coco import LAYOUT as COCO_LAYOUT
+from ablate.data.datasets.coco import COCODetection
+from ablate.data.datasets.fashion_mnist import MEAN, STD, load_fashion_mnist
+from ablate.data.datasets.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
+from ablate.data.datasets.imagenet import IMAGE_EXTENSIONS, few, find_classes
+from ablate.data.datasets.voc import DEFAULT_SETS, VOCDetection, read_image_set, resolve_devkit
 from ablate.data.encoded import decode_mode
-from ablate.data.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
+from ablate.data.files import first_missing, missing_path_error
 from ablate.data.loading import DataPlugins
-from ablate.data.voc import DEFAULT_SETS, VOCDetection, read_image_set, resolve_devkit
+from ablate.data.pipelines.classification import (EvalTransform, ImageFolderLoader,
+                                                  ImageFolderSplit, TrainTransform)
+from ablate.data.pipelines.detection import build_detection_loaders, eval_sizes
+from ablate.data.pipelines.rcnn import build_rcnn_loaders, check_scale
+from ablate.data.pipelines.tensors import InMemoryLoader, random_crop_flip
 from ablate.errors import AblateError
 from ablate.typed import forwards_to
 
 
+# --- classification ------------------------------------------------------------------------
+
+def _subset(n: int, size: int | None, seed: int = 0) -> torch.Tensor:
+    """A fixed random subset of ``size`` indices (the same for every run and seed)."""
+    if size is None or size >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+
+
+def build_fashion_mnist(*, root: str | None = None, train_subset: int | None = None,
+                        test_subset: int | None = None, pad: int = 4, flip: bool = True,
+                        batch_size: int, eval_batch_size: int, rank: int = 0,
+                        world_size: int = 1, seed: int = 0,
+                        device: torch.device = torch.device("cpu"),
+                        channels_last: bool = False, plugins: DataPlugins = DataPlugins()):
+    """Train and eval loaders over Fashion-MNIST (images 1×28×28).
+
+    Args:
+        root: idx(.gz) folder (default: the Debian package's).
+        train_subset / test_subset: use a fixed random subset of this many images (proxies).
+        pad, flip: training augmentation (random crop after ``pad`` zero padding, h-flip).
+        batch_size / eval_batch_size: per-rank batch sizes.
+        plugins: none (tricks act on the batches, not on this pipeline).
+    """
+    plugins.refuse("fashion_mnist")
+
+    xtr, ytr = load_fashion_mnist(root, "train")
+    xte, yte = load_fashion_mnist(root, "test")
+    itr, ite = _subset(len(ytr), train_subset), _subset(len(yte), test_subset)
+    common = dict(mean=MEAN, std=STD, rank=rank, world_size=world_size, seed=seed, device=device,
+                  channels_last=channels_last)
+    train = InMemoryLoader(xtr[itr, None], ytr[itr], batch_size, train=True,
+                           augment=lambda x: random_crop_flip(x, pad, flip), **common)
+    test = InMemoryLoader(xte[ite, None], yte[ite], eval_batch_size, train=False, **common)
+    return train, test
+
+
+def _sizes(train_size: Any, eval_size: Any, eval_resize: Any) -> tuple[int, int, int]:
+    try:
+        sizes = tuple(int(s) for s in (train_size, eval_size, eval_resize))
+    except (TypeError, ValueError):
+        sizes = (0, 0, 0)
+    if min(sizes) < 1 or sizes[2] < sizes[1]:
+        raise AblateError(f"ImageNet sizes must be positive integers with eval_resize >= "
+                          f"eval_size; got train_size={train_size!r}, eval_size={eval_size!r}, "
+                          f"eval_resize={eval_resize!r}")
+    return sizes  # type: ignore[return-value]
+
+
+def build_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
+                   num_classes: int | None = 1000, train_size: int = 224, eval_size: int = 224,
+                   eval_resize: int = 256, crop_scale: Sequence[float] = (0.08, 1.0),
+                   flip: bool = True, jitter: float = 0.4, lighting: float = 0.1,
+                   train_subset: int | None = None, test_subset: int | None = None,
+                   num_workers: int = 8, batch_size: int, eval_batch_size: int, rank: int = 0,
+                   world_size: int = 1, seed: int = 0, device: torch.device | str = "cpu",
+                   channels_last: bool = False, decode: str = "worker",
+                   plugins: DataPlugins = DataPlugins()
+                   ) -> tuple[ImageFolderLoader, ImageFolderLoader]:
+    """Train and val loaders over an ImageNet ImageFolder tree (see the module docstring).
+
+    Args:
+        root, train_dir, val_dir: ``<root>/<train_dir>/<wnid>/*.JPEG``, same for val.
+        num_classes: expected number of classes (None: any).
+        train_size: RandomResizedCrop side; eval_size / eval_resize: centre crop side and the
+            shorter side before it.
+        crop_scale: RandomResizedCrop area range; flip; jitter: brightness, contrast and
+            saturation strength; lighting: std of the PCA lighting α (0 = off).
+        train_subset / test_subset: keep the first N files, class-interleaved.
+        num_workers: DataLoader workers per process and loader.
+        decode: ``"worker"`` (decode and augment in the workers) or ``"device"`` (on the
+            run's device, see the module docstring).
+        batch_size / eval_batch_size: per-rank batch sizes.
+        rank, world_size, seed, device, channels_last: the run's.
+        plugins: none (tricks act on the batches, not on this pipeline).
+    Returns:
+        ``(train_loader, eval_loader)``.
+    """
+    plugins.refuse("imagenet")
+    train_size, eval_size, eval_resize = _sizes(train_size, eval_size, eval_resize)
+    decode = decode_mode(decode, "ImageNet")
+    classes = find_classes(root, train_dir, val_dir, num_classes)
+    train = ImageFolderSplit(Path(root) / train_dir, classes,
+                             transform=TrainTransform(train_size, scale=crop_scale, flip=flip,
+                                                      jitter=jitter),
+                             random=True, lighting=lighting, subset=train_subset, seed=seed,
+                             decode=decode)
+    empty = [c for c, n in zip(classes, train.counts) if n == 0]
+    if empty:
+        raise AblateError(f"ImageNet: {len(empty)} class folders of {Path(root) / train_dir} "
+                          f"hold no image ({', '.join(IMAGE_EXTENSIONS)}): {few(empty)}")
+    val = ImageFolderSplit(Path(root) / val_dir, classes,
+                           transform=EvalTransform(eval_size, eval_resize), subset=test_subset,
+                           decode=decode)
+    if len(val) == 0:
+        raise AblateError(f"ImageNet: no image in the class folders of {Path(root) / val_dir}")
+    common = dict(rank=rank, world_size=world_size, seed=seed, num_workers=int(num_workers),
+                  device=device, channels_last=channels_last)
+    train_loader = ImageFolderLoader(train, batch_size, train=True, **common)
+    if len(train_loader) == 0:
+        raise AblateError(f"batch_size {batch_size} exceeds the {len(train_loader.sampler)} "
+                          f"training images of rank {rank}: no full batch per epoch")
+    return train_loader, ImageFolderLoader(val, eval_batch_size, train=False, **common)
+
+
+def check_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
+                   num_classes: int | None = 1000, train_size: Any = 224, eval_size: Any = 224,
+                   eval_resize: Any = 256, decode: Any = "worker") -> None:
+    """Fail early when the layout is wrong: folders missing or without class folders, val's
+    classes not train's, their number not ``num_classes``, bad sizes or decode mode (no image
+    is read)."""
+    _sizes(train_size, eval_size, eval_resize)
+    decode_mode(decode, "ImageNet")
+    find_classes(root, train_dir, val_dir, num_classes)
+
+
+# --- detection -----------------------------------------------------------------------------
 
 def _pairs(sets: Any) -> list[tuple[str, str]]:
     """``[2007, "test"]`` or ``[[2007, "trainval"], …]`` → ``[("2007", "test"), …]``."""

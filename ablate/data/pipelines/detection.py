@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
 from ablate.data.files import load_rgb
-from ablate.data.detection_transforms import SampleTransform, eval_resize, plain_resize
+from ablate.data.pipelines.transforms import SampleTransform, eval_resize, plain_resize
 from ablate.data.encoded import decode_batch, decode_mode, pack, read_encoded, unpack
 from ablate.data.loading import (AUGMENT_STREAM, IMAGENET_MEAN, IMAGENET_STD, CombiningDataset,
                                  DataPlugins, DeviceLoader, SharedEpoch, item_generator)

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ablate.data import fashion_mnist
-from ablate.data.coco import COCODetection
+from ablate.data.datasets import fashion_mnist
+from ablate.data.datasets.coco import COCODetection
 from ablate.data.files import file_lock
-from ablate.data.voc import VOCDetection, voc_xml_string
+from ablate.data.datasets.voc import VOCDetection, voc_xml_string
 from ablate.errors import AblateError
 
 CLASSES = fashion_mnist.CLASSES

@@ -10,7 +10,7 @@
 
 Each transform is a ``SampleTransform`` in two halves: ``draw`` makes every random draw and
 moves the boxes from the image's size alone (a worker can run it without decoding), ``apply``
-does the pixels on any device (``data.decode=device``, see ``detection_loader``).
+does the pixels on any device (``data.decode=device``, see ``pipelines.detection``).
 
 Normalisation (ImageNet mean/std) is left to the loader, on the device batch. Images are uint8
 ``[3, H, W]`` in and out (float 0–255 input is rounded). Targets follow ``ablate.data.targets``;

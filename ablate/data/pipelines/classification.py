@@ -1,10 +1,8 @@
-"""ImageNet (ILSVRC-2012) classification from an ImageFolder tree, with the input pipelines of
+"""The classification pipeline over an ImageFolder tree (ImageNet), as in
 "Bag of Tricks for Image Classification" (He et al., CVPR 2019, Sec. 2.1) as released in
 GluonCV's ``train_imagenet.py`` (and fb.resnet.torch before it).
 
-Layout (``LAYOUT``): ``<root>/train/<wnid>/*.JPEG`` and ``<root>/val/<wnid>/*.JPEG``. The classes
-are the sorted names of the train sub-folders (label = position); val must have the same
-folders. Files ending in .jpeg, .jpg or .png (any case) are images; hidden entries are skipped.
+The tree's layout, classes and file lists: ``ablate.data.datasets.imagenet``.
 
 * Train: RandomResizedCrop(``train_size``, area 0.08–1, aspect 3/4–4/3) → horizontal flip →
   ColorJitter(brightness, contrast, saturation 0.4, random order) → PCA lighting noise
@@ -47,7 +45,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -56,94 +53,20 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
-from ablate.data.files import first_missing, missing_path_error
-from ablate.data.loading import (DataPlugins, DeviceLoader, SharedEpoch, global_rng_from,
+from ablate.data.datasets.imagenet import interleaved_first, list_images
+from ablate.data.loading import (DeviceLoader, SharedEpoch, global_rng_from,
                                  item_generator)
 from ablate.data.encoded import decode_batch, decode_mode, pack, read_encoded, unpack
 from ablate.errors import AblateError
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 # AlexNet's PCA of ImageNet RGB pixels (0–1 scale), as in fb.resnet.torch and GluonCV:
 # eigenvalues, and eigenvectors as the columns of EIGVEC (rows are R, G, B).
 EIGVAL = (0.2175, 0.0188, 0.0045)
 EIGVEC = ((-0.5675, 0.7192, 0.4009),
           (-0.5808, -0.0045, -0.8140),
           (-0.5836, -0.6948, 0.4203))
-LAYOUT = """\
-<root>/                    (data.root; default ${paths.data}/imagenet)
-  train/<wnid>/*.JPEG      one folder per class, e.g. train/n01440764/n01440764_10026.JPEG
-  val/<wnid>/*.JPEG        the same class folders (ILSVRC-2012's 50,000 flat val images sorted
-                           into them, e.g. by the devkit's ground truth)"""
 
 
-# --- files -----------------------------------------------------------------------------------
-
-def list_classes(folder: str | os.PathLike) -> list[str]:
-    """Sorted names of the non-hidden sub-folders of ``folder``."""
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it if not e.name.startswith(".") and e.is_dir())
-
-
-def list_images(folder: str | os.PathLike) -> list[str]:
-    """Sorted names of the image files (``IMAGE_EXTENSIONS``, any case) in ``folder``."""
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.name.lower().endswith(IMAGE_EXTENSIONS)
-                      and not e.name.startswith(".") and e.is_file())
-
-
-def _split_classes(root: Path, split_dir: str) -> list[str]:
-    folder = root / split_dir
-    missing = first_missing([root, folder])
-    if missing is not None:
-        raise missing_path_error(missing, "ImageNet", LAYOUT)
-    classes = list_classes(folder) if folder.is_dir() else []
-    if not classes:
-        raise AblateError(f"ImageNet: {folder} has no class folders. Expected layout:\n{LAYOUT}")
-    return classes
-
-
-def _few(names: Sequence[str], k: int = 5) -> str:
-    """``a, b, c`` (at most ``k`` names, then the count), or ``none``."""
-    if not names:
-        return "none"
-    more = f" … ({len(names)} in all)" if len(names) > k else ""
-    return ", ".join(names[:k]) + more
-
-
-def find_classes(root: str | os.PathLike, train_dir: str = "train", val_dir: str = "val",
-                 num_classes: int | None = None) -> list[str]:
-    """The class names (sorted train folders), checked against val and ``num_classes``.
-
-    Only folder names are read (no image is listed or decoded).
-    Raises:
-        AblateError: a folder is missing or has no class folders, val's classes differ from
-            train's, or their number is not ``num_classes``.
-    """
-    root = Path(root)
-    classes = _split_classes(root, train_dir)
-    val = _split_classes(root, val_dir)
-    if val != classes:
-        known, seen = set(classes), set(val)
-        raise AblateError(
-            f"ImageNet: {root / val_dir} must have the same class folders as "
-            f"{root / train_dir} ({len(val)} vs {len(classes)}); missing in {val_dir}: "
-            f"{_few(sorted(known - seen))}; not in {train_dir}: {_few(sorted(seen - known))}")
-    if num_classes is not None and len(classes) != int(num_classes):
-        raise AblateError(f"ImageNet in {root}: {len(classes)} class folders in {train_dir}/ but "
-                          f"data.num_classes={num_classes}")
-    return classes
-
-
-def interleaved_first(labels: np.ndarray, n: int | None) -> np.ndarray:
-    """Indices of the first ``n`` items in class-interleaved order (item 0 of every class, then
-    item 1, …), ascending; ``labels`` must be sorted. ``None`` keeps all."""
-    if n is not None and int(n) < 1:
-        raise AblateError(f"train_subset/test_subset must be >= 1 or null, got {n}")
-    if n is None or n >= len(labels):
-        return np.arange(len(labels))
-    starts = np.searchsorted(labels, labels, side="left")  # first index of each item's class
-    order = np.lexsort((labels, np.arange(len(labels)) - starts))  # by position, then class
-    return np.sort(order[:int(n)])
 
 
 # --- pixels ----------------------------------------------------------------------------------
@@ -460,85 +383,3 @@ class ImageFolderLoader(DeviceLoader):
             image = normalize(images, self.mean, self.std, lighting)
             yield {"image": image.contiguous(memory_format=self.memory_format),
                    "label": batch["label"].to(self.device, non_blocking=True)}
-
-
-# --- the data source -------------------------------------------------------------------------
-
-def _sizes(train_size: Any, eval_size: Any, eval_resize: Any) -> tuple[int, int, int]:
-    try:
-        sizes = tuple(int(s) for s in (train_size, eval_size, eval_resize))
-    except (TypeError, ValueError):
-        sizes = (0, 0, 0)
-    if min(sizes) < 1 or sizes[2] < sizes[1]:
-        raise AblateError(f"ImageNet sizes must be positive integers with eval_resize >= "
-                          f"eval_size; got train_size={train_size!r}, eval_size={eval_size!r}, "
-                          f"eval_resize={eval_resize!r}")
-    return sizes  # type: ignore[return-value]
-
-
-def build_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
-                   num_classes: int | None = 1000, train_size: int = 224, eval_size: int = 224,
-                   eval_resize: int = 256, crop_scale: Sequence[float] = (0.08, 1.0),
-                   flip: bool = True, jitter: float = 0.4, lighting: float = 0.1,
-                   train_subset: int | None = None, test_subset: int | None = None,
-                   num_workers: int = 8, batch_size: int, eval_batch_size: int, rank: int = 0,
-                   world_size: int = 1, seed: int = 0, device: torch.device | str = "cpu",
-                   channels_last: bool = False, decode: str = "worker",
-                   plugins: DataPlugins = DataPlugins()
-                   ) -> tuple[ImageFolderLoader, ImageFolderLoader]:
-    """Train and val loaders over an ImageNet ImageFolder tree (see the module docstring).
-
-    Args:
-        root, train_dir, val_dir: ``<root>/<train_dir>/<wnid>/*.JPEG``, same for val.
-        num_classes: expected number of classes (None: any).
-        train_size: RandomResizedCrop side; eval_size / eval_resize: centre crop side and the
-            shorter side before it.
-        crop_scale: RandomResizedCrop area range; flip; jitter: brightness, contrast and
-            saturation strength; lighting: std of the PCA lighting α (0 = off).
-        train_subset / test_subset: keep the first N files, class-interleaved.
-        num_workers: DataLoader workers per process and loader.
-        decode: ``"worker"`` (decode and augment in the workers) or ``"device"`` (on the
-            run's device, see the module docstring).
-        batch_size / eval_batch_size: per-rank batch sizes.
-        rank, world_size, seed, device, channels_last: the run's.
-        plugins: none (tricks act on the batches, not on this pipeline).
-    Returns:
-        ``(train_loader, eval_loader)``.
-    """
-    plugins.refuse("imagenet")
-    train_size, eval_size, eval_resize = _sizes(train_size, eval_size, eval_resize)
-    decode = decode_mode(decode, "ImageNet")
-    classes = find_classes(root, train_dir, val_dir, num_classes)
-    train = ImageFolderSplit(Path(root) / train_dir, classes,
-                             transform=TrainTransform(train_size, scale=crop_scale, flip=flip,
-                                                      jitter=jitter),
-                             random=True, lighting=lighting, subset=train_subset, seed=seed,
-                             decode=decode)
-    empty = [c for c, n in zip(classes, train.counts) if n == 0]
-    if empty:
-        raise AblateError(f"ImageNet: {len(empty)} class folders of {Path(root) / train_dir} "
-                          f"hold no image ({', '.join(IMAGE_EXTENSIONS)}): {_few(empty)}")
-    val = ImageFolderSplit(Path(root) / val_dir, classes,
-                           transform=EvalTransform(eval_size, eval_resize), subset=test_subset,
-                           decode=decode)
-    if len(val) == 0:
-        raise AblateError(f"ImageNet: no image in the class folders of {Path(root) / val_dir}")
-    common = dict(rank=rank, world_size=world_size, seed=seed, num_workers=int(num_workers),
-                  device=device, channels_last=channels_last)
-    train_loader = ImageFolderLoader(train, batch_size, train=True, **common)
-    if len(train_loader) == 0:
-        raise AblateError(f"batch_size {batch_size} exceeds the {len(train_loader.sampler)} "
-                          f"training images of rank {rank}: no full batch per epoch")
-    return train_loader, ImageFolderLoader(val, eval_batch_size, train=False, **common)
-
-
-def check_imagenet(*, root: str, train_dir: str = "train", val_dir: str = "val",
-                   num_classes: int | None = 1000, train_size: Any = 224, eval_size: Any = 224,
-                   eval_resize: Any = 256, decode: Any = "worker") -> None:
-    """Fail early when the layout is wrong: folders missing or without class folders, val's
-    classes not train's, their number not ``num_classes``, bad sizes or decode mode (no image
-    is read)."""
-    _sizes(train_size, eval_size, eval_resize)
-    decode_mode(decode, "ImageNet")
-    find_classes(root, train_dir, val_dir, num_classes)
-
