@@ -73,9 +73,8 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     accum = tcfg.get("accum_steps", 1)
     per_rank = per_rank_batch(tcfg.batch_size, dist.world_size, accum)
     data_cfg = _plain(cfg.data)
-    source = DATASETS.get(data_cfg.pop("name"))
     data_metric = data_cfg.pop("metric", None)  # the dataset's metric (e.g. voc07, coco)
-    train_loader, eval_loader = source.build(
+    train_loader, eval_loader = DATASETS.get(data_cfg.pop("name")).build(
         **data_cfg, batch_size=per_rank, eval_batch_size=tcfg.get("eval_batch_size", per_rank),
         rank=dist.rank, world_size=dist.world_size, seed=cfg.seed, device=dist.device,
         channels_last=tcfg.channels_last,
@@ -89,33 +88,8 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
     ctx = BuildContext(task=task_name, epochs=tcfg.epochs, iters_per_epoch=steps,
                        total_batch=tcfg.batch_size, world_size=dist.world_size,
                        num_classes=cfg.data.num_classes, device=dist.device)
-
-    model_cfg = _plain(cfg.model)
-    name = model_cfg.pop("name")
-    model_cfg.pop("task")
-    task_kwargs = model_cfg.pop("task_kwargs", None) or {}
-    if data_metric is not None:
-        task_kwargs = {"metric": data_metric, **task_kwargs}
-    weights = model_cfg.pop("weights", None)  # a local checkpoint to start from
-    model = MODELS.build(name, **model_cfg)
-    if weights:
-        report = load_weights(model, weights, what="model.weights")
-        if dist.is_main:
-            print(report.summary("model.weights"), flush=True)
-    for t in tricks:
-        model = t.edit_model(model, ctx)
-    bn_group = tcfg.get("bn_group_size")
-    for t in tricks:
-        bn_group = t.bn_group_size(bn_group, ctx)
-    model = convert_bn_groups(model, bn_group, per_rank, dist.world_size, dist.device)
-    fmt = torch.channels_last if tcfg.channels_last else torch.contiguous_format
-    model = model.to(dist.device, memory_format=fmt)
     task_cls = TASKS.get(task_name)
-    if dist.device.type == "cuda":
-        torch.backends.cudnn.benchmark = cudnn_autotune(tcfg.get("cudnn_benchmark"), task_cls)
-    mode = compile_mode(tcfg.get("compile", False))
-    if mode is not None:
-        model.compile(mode=mode)  # in place: state_dict keys and the DDP wrapper unchanged
+    model = build_model(cfg, dist, tricks, ctx, per_rank, task_cls)
 
     groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     for t in tricks:
@@ -134,9 +108,11 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
         no_sync = train_model.no_sync
+    task_kwargs = _plain(cfg.model.get("task_kwargs") or {})
+    if data_metric is not None:
+        task_kwargs = {"metric": data_metric, **task_kwargs}
     task = task_cls(model=train_model, num_classes=ctx.num_classes,
-                                target_fns=[t.targets for t in tricks if t.uses("targets")],
-                                **task_kwargs)
+                    target_fns=[t.targets for t in tricks if t.uses("targets")], **task_kwargs)
     for t in tricks:
         task = t.wrap_task(task)
     return Built(model=model, task=task, optimizer=optimizer, shape=shape, precision=precision,
@@ -144,3 +120,33 @@ def build(cfg: DictConfig, dist: DistInfo) -> Built:
                  batch_fns=[t.batch_transform for t in tricks if t.uses("batch_transform")],
                  hooks=[h for t in tricks for h in t.hooks()], accum_steps=accum,
                  no_sync=no_sync)
+
+
+def build_model(cfg: DictConfig, dist: DistInfo, tricks: list[Trick], ctx: BuildContext,
+                per_rank: int, task_cls: Any) -> nn.Module:
+    """The model on its device: built, its ``weights`` loaded, the tricks' surgery, BN groups,
+    memory format, cuDNN autotuning and compilation as configured."""
+    tcfg = cfg.train
+    model_cfg = _plain(cfg.model)
+    for key in ("task", "task_kwargs"):
+        model_cfg.pop(key, None)
+    weights = model_cfg.pop("weights", None)  # a local checkpoint to start from
+    model = MODELS.build(model_cfg.pop("name"), **model_cfg)
+    if weights:
+        report = load_weights(model, weights, what="model.weights")
+        if dist.is_main:
+            print(report.summary("model.weights"), flush=True)
+    for t in tricks:
+        model = t.edit_model(model, ctx)
+    bn_group = tcfg.get("bn_group_size")
+    for t in tricks:
+        bn_group = t.bn_group_size(bn_group, ctx)
+    model = convert_bn_groups(model, bn_group, per_rank, dist.world_size, dist.device)
+    fmt = torch.channels_last if tcfg.channels_last else torch.contiguous_format
+    model = model.to(dist.device, memory_format=fmt)
+    if dist.device.type == "cuda":
+        torch.backends.cudnn.benchmark = cudnn_autotune(tcfg.get("cudnn_benchmark"), task_cls)
+    mode = compile_mode(tcfg.get("compile", False))
+    if mode is not None:
+        model.compile(mode=mode)  # in place: state_dict keys and the DDP wrapper unchanged
+    return model

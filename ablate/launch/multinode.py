@@ -204,6 +204,50 @@ def spool_dir(cfg: Mapping[str, Any]) -> Path:
     return Path(cfg.get("spool") or Path(tempfile.gettempdir()) / "ablate-spool")
 
 
+def _join(host: str, port: int, rank: int, timeout: int) -> Any:
+    """A client of node 0's store, or an error saying how to start node 0."""
+    from torch.distributed import TCPStore
+
+    try:
+        return TCPStore(host, port, is_master=False, timeout=timedelta(seconds=timeout))
+    except Exception as e:  # noqa: BLE001
+        raise AblateError(f"node {rank}: cannot reach node 0 at {host}:{port} within "
+                          f"{timeout} s ({str(e).splitlines()[0]}); start `ablate run` on node "
+                          "0 with the same command and launcher.node_rank=0") from None
+
+
+def _check_planned(msg: Mapping[str, Any], configs: Mapping[str, tuple[Any, str]],
+                   rank: int) -> None:
+    """Node 0's run is one this node planned, with the same config."""
+    key = msg["key"]
+    if key not in configs:
+        raise AblateError(f"node {rank}: node 0 launched {key}, which this node did not "
+                          "plan: run the same command (study, --scale, --only, --set) "
+                          "on every node")
+    chash = configs[key][1]
+    if chash != msg["hash"]:
+        raise AblateError(f"node {rank}: {key}: node 0's config hash {msg['hash']} ≠ "
+                          f"this node's {chash}: run the same command on every node")
+
+
+def _write_config(run_dir: Path, config: Any) -> Path:
+    from omegaconf import OmegaConf
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(config))
+    return run_dir / "config.yaml"
+
+
+def _run_env(cfg: Mapping[str, Any], msg: Mapping[str, Any]) -> dict[str, str]:
+    """The worker environment, with the devices and threads node 0 gave the run."""
+    env = worker_env(cfg)
+    if msg.get("devices") is not None:
+        env["CUDA_VISIBLE_DEVICES"] = msg["devices"]
+    if msg.get("threads"):
+        env["OMP_NUM_THREADS"] = msg["threads"]
+    return env
+
+
 def follow(configs: Mapping[str, tuple[Any, str]], cfg: Mapping[str, Any], nproc: int,
            say: Callable[[str], None] = print) -> int:
     """A follower node's session: launch each run node 0 announces until node 0 ends.
@@ -217,21 +261,13 @@ def follow(configs: Mapping[str, tuple[Any, str]], cfg: Mapping[str, Any], nproc
     Returns:
         The exit code: node 0's, or 1 when a run failed here or node 0 went away.
     """
-    from omegaconf import OmegaConf
-    from torch.distributed import TCPStore
-
     check(cfg, nproc)
     host, port = endpoint(cfg)
     rank = node_rank(cfg)
     timeout = int(cfg.get("join_timeout") or 600)
     spool = spool_dir(cfg)
     say(f"node {rank}: following node 0 at {host}:{port} (run files in {spool})")
-    try:
-        store = TCPStore(host, port, is_master=False, timeout=timedelta(seconds=timeout))
-    except Exception as e:  # noqa: BLE001
-        raise AblateError(f"node {rank}: cannot reach node 0 at {host}:{port} within "
-                          f"{timeout} s ({str(e).splitlines()[0]}); start `ablate run` on node "
-                          "0 with the same command and launcher.node_rank=0") from None
+    store = _join(host, port, rank, timeout)
     threads: list[threading.Thread] = []
     codes: dict[int, int] = {}
 
@@ -258,27 +294,13 @@ def follow(configs: Mapping[str, tuple[Any, str]], cfg: Mapping[str, Any], nproc
                 end = msg
                 break
             key = msg["key"]
-            if key not in configs:
-                raise AblateError(f"node {rank}: node 0 launched {key}, which this node did not "
-                                  "plan: run the same command (study, --scale, --only, --set) "
-                                  "on every node")
-            cfg_k, chash = configs[key]
-            if chash != msg["hash"]:
-                raise AblateError(f"node {rank}: {key}: node 0's config hash {msg['hash']} ≠ "
-                                  f"this node's {chash}: run the same command on every node")
+            _check_planned(msg, configs, rank)
             if store.check([DONE.format(k)]):  # node 0 already gave up on it (e.g. a timeout)
                 codes[k] = int(store.get(DONE.format(k)))
                 k += 1
                 continue
-            run_dir = spool / key
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg_k))
-            env = worker_env(cfg)
-            if msg.get("devices") is not None:
-                env["CUDA_VISIBLE_DEVICES"] = msg["devices"]
-            if msg.get("threads"):
-                env["OMP_NUM_THREADS"] = msg["threads"]
-            t = threading.Thread(target=launch, args=(k, key, run_dir / "config.yaml", env),
+            config = _write_config(spool / key, configs[key][0])
+            t = threading.Thread(target=launch, args=(k, key, config, _run_env(cfg, msg)),
                                  daemon=True)
             t.start()
             threads.append(t)

@@ -331,6 +331,55 @@ def _resnet(depth: int, variant: str, width: float, in_chans: int,
 
 
 @MODELS.register("faster_rcnn")
+def _check(arch: str, norm: str, num_classes: int, trainable_layers: int,
+           sizes: tuple[float, ...], ratios: tuple[float, ...]) -> None:
+    if arch not in ARCHS:
+        raise AblateError(f"faster_rcnn arch '{arch}' is not one of {ARCHS}")
+    if norm not in NORMS:
+        raise AblateError(f"faster_rcnn norm '{norm}' is not one of {NORMS}")
+    if num_classes < 1:
+        raise AblateError(f"faster_rcnn num_classes must be >= 1, got {num_classes}")
+    if not 0 <= trainable_layers <= 5:
+        raise AblateError(f"faster_rcnn trainable_layers must be in 0..5, got {trainable_layers}")
+    if not sizes or not ratios or min(sizes + ratios) <= 0:
+        raise AblateError(f"faster_rcnn anchor_sizes and aspect_ratios must be positive, got "
+                          f"{list(sizes)}, {list(ratios)}")
+    if arch == "fpn" and len(sizes) != 5:
+        raise AblateError(f"faster_rcnn fpn needs 5 anchor sizes (one per level), got "
+                          f"{list(sizes)}")
+
+
+def _check_rcnn(arch: str, c: Mapping[str, Any]) -> None:
+    if c["roi_align"] not in ROI_ALIGNS:
+        raise AblateError(f"faster_rcnn rcnn.roi_align '{c['roi_align']}' is not one of "
+                          f"{', '.join(ROI_ALIGNS)}{did_you_mean(str(c['roi_align']), ROI_ALIGNS)}")
+    if arch == "fpn" and c["roi_align"] != "torchvision":
+        raise AblateError("faster_rcnn fpn pools four levels: rcnn.roi_align must be "
+                          "'torchvision' (separable pools the one C4 map)")
+
+
+def _c4(net: nn.Module, channels: list[int], sizes: tuple[float, ...],
+        ratios: tuple[float, ...], c: Mapping[str, Any], num_classes: int) -> tuple:
+    """The paper's C4 parts: layer1–3 as the backbone, layer4 as the RoI head."""
+    backbone = C4Backbone(IntermediateLayerGetter(net, {"layer3": "0"}), channels[2])
+    anchors = AnchorGenerator((sizes,), (ratios,))
+    pool = ROI_ALIGNS[c["roi_align"]](["0"], int(c["roi_size"]), int(c["sampling_ratio"]))
+    return (backbone, anchors, pool, ResNetC4Head(net.layer4),
+            FastRCNNPredictor(channels[3], num_classes + 1))
+
+
+def _fpn(net: nn.Module, channels: list[int], sizes: tuple[float, ...],
+         ratios: tuple[float, ...], c: Mapping[str, Any], num_classes: int, fpn_channels: int,
+         representation: int) -> tuple:
+    """torchvision's FPN parts: four pooled levels and a two-layer MLP head."""
+    backbone = BackboneWithFPN(net, {f"layer{i}": str(i - 1) for i in range(1, 5)},
+                               channels, int(fpn_channels))
+    anchors = AnchorGenerator(tuple((s,) for s in sizes), (ratios,) * len(sizes))
+    pool = MultiScaleRoIAlign(["0", "1", "2", "3"], int(c["roi_size"]), int(c["sampling_ratio"]))
+    head = TwoMLPHead(int(fpn_channels) * int(c["roi_size"]) ** 2, int(representation))
+    return backbone, anchors, pool, head, FastRCNNPredictor(int(representation), num_classes + 1)
+
+
 def build_faster_rcnn(*, num_classes: int, arch: str = "c4", depth: int = 50,
                       variant: str = "b", width: float = 1.0, in_chans: int = 3,
                       norm: str = "frozen", trainable_layers: int = 3,
@@ -357,25 +406,10 @@ def build_faster_rcnn(*, num_classes: int, arch: str = "c4", depth: int = 50,
             torchvision ResNet state dict, or a detector's with ``backbone.body.`` keys);
             the load report is kept in ``model.backbone_report``.
     """
-    if arch not in ARCHS:
-        raise AblateError(f"faster_rcnn arch '{arch}' is not one of {ARCHS}")
-    if norm not in NORMS:
-        raise AblateError(f"faster_rcnn norm '{norm}' is not one of {NORMS}")
-    if num_classes < 1:
-        raise AblateError(f"faster_rcnn num_classes must be >= 1, got {num_classes}")
-    if not 0 <= trainable_layers <= 5:
-        raise AblateError(f"faster_rcnn trainable_layers must be in 0..5, got {trainable_layers}")
     sizes, ratios = tuple(float(s) for s in anchor_sizes), tuple(float(r) for r in aspect_ratios)
-    if not sizes or not ratios or min(sizes + ratios) <= 0:
-        raise AblateError(f"faster_rcnn anchor_sizes and aspect_ratios must be positive, got "
-                          f"{list(anchor_sizes)}, {list(aspect_ratios)}")
+    _check(arch, norm, num_classes, trainable_layers, sizes, ratios)
     r, c = _options(rpn, RPN_DEFAULTS[arch], "rpn"), _options(rcnn, RCNN_DEFAULTS[arch], "rcnn")
-    if c["roi_align"] not in ROI_ALIGNS:
-        raise AblateError(f"faster_rcnn rcnn.roi_align '{c['roi_align']}' is not one of "
-                          f"{', '.join(ROI_ALIGNS)}{did_you_mean(str(c['roi_align']), ROI_ALIGNS)}")
-    if arch == "fpn" and c["roi_align"] != "torchvision":
-        raise AblateError("faster_rcnn fpn pools four levels: rcnn.roi_align must be "
-                          "'torchvision' (separable pools the one C4 map)")
+    _check_rcnn(arch, c)
 
     net, report = _resnet(depth, variant, width, in_chans, backbone_weights)
     freeze_stages(net, trainable_layers)
@@ -385,23 +419,10 @@ def build_faster_rcnn(*, num_classes: int, arch: str = "c4", depth: int = 50,
                 else blocks[-1].conv2.out_channels
                 for blocks in (net.layer1, net.layer2, net.layer3, net.layer4)]
     if arch == "c4":
-        backbone: nn.Module = C4Backbone(IntermediateLayerGetter(net, {"layer3": "0"}),
-                                         channels[2])
-        anchors = AnchorGenerator((sizes,), (ratios,))
-        pool = ROI_ALIGNS[c["roi_align"]](["0"], int(c["roi_size"]), int(c["sampling_ratio"]))
-        head: nn.Module = ResNetC4Head(net.layer4)
-        predictor = FastRCNNPredictor(channels[3], num_classes + 1)
+        parts = _c4(net, channels, sizes, ratios, c, num_classes)
     else:
-        if len(sizes) != 5:
-            raise AblateError(f"faster_rcnn fpn needs 5 anchor sizes (one per level), got "
-                              f"{list(anchor_sizes)}")
-        backbone = BackboneWithFPN(net, {f"layer{i}": str(i - 1) for i in range(1, 5)},
-                                   channels, int(fpn_channels))
-        anchors = AnchorGenerator(tuple((s,) for s in sizes), (ratios,) * len(sizes))
-        pool = MultiScaleRoIAlign(["0", "1", "2", "3"], int(c["roi_size"]),
-                                  int(c["sampling_ratio"]))
-        head = TwoMLPHead(int(fpn_channels) * int(c["roi_size"]) ** 2, int(representation))
-        predictor = FastRCNNPredictor(int(representation), num_classes + 1)
+        parts = _fpn(net, channels, sizes, ratios, c, num_classes, fpn_channels, representation)
+    backbone, anchors, pool, head, predictor = parts
     region = WeightedRPN(
         anchors, RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
         r["fg_iou"], r["bg_iou"], int(r["batch"]), r["pos_fraction"],
