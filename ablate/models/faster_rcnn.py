@@ -330,7 +330,6 @@ def _resnet(depth: int, variant: str, width: float, in_chans: int,
     return net, report
 
 
-@MODELS.register("faster_rcnn")
 def _check(arch: str, norm: str, num_classes: int, trainable_layers: int,
            sizes: tuple[float, ...], ratios: tuple[float, ...]) -> None:
     if arch not in ARCHS:
@@ -380,6 +379,7 @@ def _fpn(net: nn.Module, channels: list[int], sizes: tuple[float, ...],
     return backbone, anchors, pool, head, FastRCNNPredictor(int(representation), num_classes + 1)
 
 
+@MODELS.register("faster_rcnn")
 def build_faster_rcnn(*, num_classes: int, arch: str = "c4", depth: int = 50,
                       variant: str = "b", width: float = 1.0, in_chans: int = 3,
                       norm: str = "frozen", trainable_layers: int = 3,

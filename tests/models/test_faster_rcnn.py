@@ -146,3 +146,14 @@ def test_bad_arguments():
         build_faster_rcnn(num_classes=3, depth=14, norm="gn")
     with pytest.raises(AblateError, match="num_classes"):
         build_faster_rcnn(num_classes=0)
+
+
+def test_every_registered_model_name_builds_its_model():
+    """The registry maps each name to its builder (a decorator above the wrong function would
+    register a helper in its place)."""
+    assert MODELS.get("faster_rcnn") is build_faster_rcnn
+    assert all(MODELS.get(name).__name__.startswith("build_") for name in MODELS), \
+        {name: MODELS.get(name).__name__ for name in MODELS}
+    model = MODELS.build("faster_rcnn", num_classes=3, depth=18, width=0.25, in_chans=3,
+                         norm="bn", trainable_layers=5)
+    assert isinstance(model, FasterRCNN)
