@@ -5,6 +5,11 @@ flip (``YoloAugment``, ablate/data/pipelines/transforms.py) in place of the plai
 Faster R-CNN (Sec. 4.1, Table 4): horizontal flip with p 0.5 only — no crop, no colour jitter
 (``RcnnResize(flip=True)``, ablate/data/pipelines/rcnn.py). The "- data augmentation" row
 removes this trick, leaving resize + normalise only.
+
+``color`` (YOLO): how the colour distortion applies its draws — ``gluoncv`` (the default: as
+GluonCV released it, the code behind Table 3) or ``clamped`` (contrast around the mean grey,
+hue in degrees, clamping after each step; what this trick did before). See
+``ablate.data.pipelines.transforms.color_distort``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,14 @@ class DataAugmentation(Trick):
     name = "data_augmentation"
     tasks = ("yolo", "rcnn")
 
+    def __init__(self, color: str = "gluoncv") -> None:
+        from ablate.data.pipelines.transforms import COLOR_MODES
+
+        if color not in COLOR_MODES:
+            raise AblateError(f"tricks.data_augmentation.color={color!r}: must be one of "
+                              f"{', '.join(COLOR_MODES)}")
+        self.color = color
+
     def sample_transform(self, transform: Any, ctx: DataContext) -> Any:
         from ablate.data.pipelines.rcnn import RcnnResize
         from ablate.data.pipelines.transforms import PlainResize, YoloAugment
@@ -28,6 +41,6 @@ class DataAugmentation(Trick):
         if type(transform) is RcnnResize:  # the rcnn pipeline's resize: add the flip
             return RcnnResize(flip=True)
         if type(transform) is PlainResize:  # the yolo pipeline's square resize
-            return YoloAugment()
+            return YoloAugment(color_mode=self.color)
         raise AblateError(f"data_augmentation has no augmentation for the training transform "
                           f"{type(transform).__name__}")

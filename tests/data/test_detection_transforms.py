@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from ablate.data.pipelines.transforms import (CROP_MIN_IOUS, INTERPOLATIONS, MEAN_PIXEL,
-                                              canvas_window, color_distort, crop_target,
+                                              apply_color, canvas_window, color_distort,
+                                              crop_target,
                                               eval_resize, global_rng_from, plain_resize,
                                               resize_image, sample_min_iou_crop, yolo_augment)
 from ablate.data.targets import per_box_keys
+from ablate.errors import AblateError
 from ablate.tricks.mixup import mix_pair
 
 
@@ -62,7 +65,9 @@ def test_augmented_box_encloses_the_rectangle(seed):
     # A crop always keeps the centre of some box: with a single box it always survives.
     assert t2["labels"].tolist() == [3]
     x1, y1, x2, y2 = t2["boxes"][0].tolist()
-    assert 0 <= x1 < x2 <= 96 and 0 <= y1 < y2 <= 96
+    # a box cut at the crop's edge scales to the output's edge up to float32 rounding (v2's
+    # resize_bounding_boxes: w · (96 / w) can be 96.0000076)
+    assert 0 <= x1 < x2 <= 96 + 1e-4 and 0 <= y1 < y2 <= 96 + 1e-4
     rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
     assert len(rows) and len(cols)
     tol = 1.0  # interpolation moves the thresholded edge by up to about half a pixel
@@ -143,9 +148,68 @@ def test_color_distort_steps():
     shift = (out.int() - image.int()).unique()
     assert len(shift) == 1 and -32 <= int(shift) <= 32  # brightness only: one constant shift
     grey = torch.full((3, 5, 5), 120, dtype=torch.uint8)
-    torch.manual_seed(1)  # grey stays grey under contrast, saturation and hue
-    out = color_distort(grey, p=1.0, brightness_delta=0.0)
+    torch.manual_seed(1)  # clamped: grey stays grey under contrast, saturation and hue
+    out = color_distort(grey, p=1.0, brightness_delta=0.0, mode="clamped")
     assert (out.int() - 120).abs().max() <= 1
+    torch.manual_seed(1)  # GluonCV's contrast scales the level; the image stays grey (to a
+    out = color_distort(grey, p=1.0, brightness_delta=0.0)  # level: its rounded YIQ inverse)
+    assert all(c.unique().numel() == 1 for c in out)
+    assert int(out.max() - out.min()) <= 1 and abs(int(out[0, 0, 0]) - 120) > 10
+
+
+# pixels (100, 150, 200) and (10, 20, 30); GluonCV's random_color_distort on them, in float32
+# NumPy (HWC, the statements of its released code), rounded once at the end
+COLOR_IMAGE = torch.tensor([[[100, 10]], [[150, 20]], [[200, 30]]], dtype=torch.uint8)
+COLOR_CASES = [
+    # contrast first takes (110, 160, 210) to (165, 240, 315): past 255, not clamped
+    ([("brightness", 10.0), ("contrast", 1.5), ("saturation", 0.5), ("hue", 0.5)],
+     [[202, 37], [249, 47], [172, 31]]),
+    ([("brightness", -20.0), ("saturation", 1.5), ("hue", -1.25), ("contrast", 0.75)],
+     [[97, 0], [108, 2], [0, 0]]),
+]
+
+
+def _gluoncv_color(image: torch.Tensor, ops) -> np.ndarray:
+    src = image.permute(1, 2, 0).numpy().astype(np.float32)
+    for name, a in ops:
+        if name == "brightness":
+            src += np.float32(a)
+        elif name == "contrast":
+            src *= np.float32(a)
+        elif name == "saturation":
+            grey = (src * np.array([[[0.299, 0.587, 0.114]]], np.float32)).sum(2, keepdims=True)
+            grey *= np.float32(1.0 - a)
+            src *= np.float32(a)
+            src += grey
+        else:
+            u, w = np.cos(a * np.pi), np.sin(a * np.pi)
+            bt = np.array([[1.0, 0, 0], [0, u, -w], [0, w, u]])
+            tyiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321],
+                             [0.211, -0.523, 0.311]])
+            ityiq = np.array([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647],
+                              [1.0, -1.107, 1.705]])
+            src = src @ (ityiq @ bt @ tyiq).T.astype(np.float32)
+    return np.clip(np.round(src), 0, 255).transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("ops, want", COLOR_CASES)
+def test_color_as_gluoncv_released_it(ops, want):
+    out = apply_color(COLOR_IMAGE, ops)
+    assert out.squeeze(1).tolist() == want
+    assert np.array_equal(out.numpy(), _gluoncv_color(COLOR_IMAGE, ops))
+    clamped = apply_color(COLOR_IMAGE, ops, "clamped")  # the earlier variant differs
+    assert not torch.equal(clamped, out)
+
+
+def test_clamped_color_mode_clamps_each_step_and_rotates_hue_in_degrees():
+    ops = [("brightness", 10.0), ("contrast", 1.5)]
+    # after the brightness: (110, 160, 210) and (20, 30, 40), grey levels 150.75 and 28.15,
+    # mean 89.45; contrast 1.5 around it: 1.5·x − 44.725, clamped to 0–255
+    out = apply_color(COLOR_IMAGE, ops, "clamped")
+    assert out.squeeze(1).tolist() == [[120, 0], [195, 0], [255, 15]]
+    assert torch.equal(apply_color(COLOR_IMAGE, [("hue", 360.0)], "clamped"), COLOR_IMAGE)
+    with pytest.raises(AblateError, match="colour mode 'hsv'"):
+        apply_color(COLOR_IMAGE, ops, "hsv")
 
 
 def test_min_iou_crop_respects_its_constraints():
@@ -163,7 +227,37 @@ def test_min_iou_crop_respects_its_constraints():
         assert 0 <= top and top + h <= 100 and 0 <= left and left + w <= 120
         cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
         assert ((left < cx) & (cx < left + w) & (top < cy) & (cy < top + h)).any()
-    assert seen_none and seen_crop and CROP_MIN_IOUS[-1] == 1.0
+    assert seen_none and seen_crop and CROP_MIN_IOUS == (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+
+
+def test_the_unconstrained_patch_is_one_of_the_seven_choices():
+    """SSD's third choice: a patch whose IoU with every box is below 0.1 qualifies when the
+    drawn minimum is 0.0 (a box centre inside is all it needs), never with 0.1."""
+    def iou(box, top, left, h, w):
+        iw = max(0, min(box[2], left + w) - max(box[0], left))
+        ih = max(0, min(box[3], top + h) - max(box[1], top))
+        inter = iw * ih
+        return inter / ((box[2] - box[0]) * (box[3] - box[1]) + h * w - inter)
+
+    small = [45.0, 45, 55, 55]  # area 100: a patch of 30 × 30 or more has IoU ≤ 0.11 with it
+    low = []
+    for seed in range(40):
+        torch.manual_seed(seed)
+        top, left, h, w = sample_min_iou_crop(torch.tensor([small]), 100, 100,
+                                              min_ious=(0.0,))
+        assert top < 50 < top + h and left < 50 < left + w  # the centre is inside
+        low.append(iou(small, top, left, h, w) < 0.1)
+    assert sum(low) >= 35
+    mid = [30.0, 30, 70, 70]
+    for seed in range(40):
+        torch.manual_seed(seed)
+        assert iou(mid, *sample_min_iou_crop(torch.tensor([mid]), 100, 100,
+                                             min_ious=(0.1,))) >= 0.1
+    draws = []
+    for seed in range(200):  # the choice is uniform over the seven options
+        torch.manual_seed(seed)
+        draws.append(int(torch.randint(len(CROP_MIN_IOUS), (1,))))
+    assert set(draws) == set(range(7))
 
 
 def test_crop_target_keeps_boxes_by_centre():

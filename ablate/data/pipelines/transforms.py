@@ -48,7 +48,10 @@ from ablate.data.targets import per_box_keys
 from ablate.errors import AblateError
 
 MEAN_PIXEL = tuple(round(255 * m) for m in IMAGENET_MEAN)  # (124, 116, 104): the expand fill
-CROP_MIN_IOUS = (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)  # 1.0 = "none" (no crop), as in v2
+# SSD's three choices, as v2.RandomIoUCrop's default options: 1.0 keeps the whole image, 0.1–0.9
+# ask a patch of that minimum IoU with a box, 0.0 any patch holding a box centre (SSD's "randomly
+# sample a patch", GluonCV's (None, 1) constraint)
+CROP_MIN_IOUS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 # The random training interpolation, standing in for OpenCV's INTER_{NEAREST, LINEAR, CUBIC,
 # AREA} (GluonCV draws one of 5; LANCZOS4 has no tensor kernel). All run on uint8 in
 # torchvision's fast kernels; "area" is antialiased bilinear (a triangle filter that averages
@@ -61,6 +64,13 @@ INTERPOLATIONS = {"nearest": (InterpolationMode.NEAREST_EXACT, False),
 _GREY = torch.tensor([0.299, 0.587, 0.114])
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
 _YIQ_INV = torch.linalg.inv(_YIQ)
+# GluonCV's hue matrices: RGB→YIQ as above and its printed (rounded) inverse, in float64
+_GLUON_YIQ = _YIQ.double()
+_GLUON_YIQ_INV = torch.tensor([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647],
+                               [1.0, -1.107, 1.705]], dtype=torch.float64)
+# how ``apply_color`` applies the draws: "gluoncv" as GluonCV released ``random_color_distort``
+# (the default), "clamped" the variant this project used before (see ``color_distort``)
+COLOR_MODES = ("gluoncv", "clamped")
 
 
 def _as_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -124,8 +134,13 @@ def draw_color(*, brightness_delta: float = 32.0, contrast: tuple[float, float] 
     return ops
 
 
-def apply_color(image: torch.Tensor, ops: Sequence[tuple[str, float]]) -> torch.Tensor:
-    """Apply ``draw_color``'s steps to uint8 ``[3, H, W]`` on its device; uint8 out."""
+def apply_color(image: torch.Tensor, ops: Sequence[tuple[str, float]],
+                mode: str = "gluoncv") -> torch.Tensor:
+    """Apply ``draw_color``'s steps to uint8 ``[3, H, W]`` on its device; uint8 out (rounded
+    and clamped to 0–255 once, at the end). ``mode``: see ``color_distort``."""
+    if mode not in COLOR_MODES:
+        raise AblateError(f"colour mode {mode!r} is not one of {', '.join(COLOR_MODES)}")
+    clamped = mode == "clamped"
     # contiguous float32 whatever the input layout (decoded images are HWC-strided): the grey
     # and hue contractions over channels run ~3x faster on planes than on interleaved pixels
     x = image.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
@@ -137,44 +152,62 @@ def apply_color(image: torch.Tensor, ops: Sequence[tuple[str, float]]) -> torch.
     def blend(x: torch.Tensor, other: torch.Tensor, a: float) -> torch.Tensor:
         # x·a + other·(1 − a), each product rounded to float32 before the sum; in place
         # (``other`` is a fresh grey image or its 0-d mean)
-        return x.mul_(a).add_(other.mul_(1 - a)).clamp_(0, 255)
+        return x.mul_(a).add_(other.mul_(1 - a))
 
-    def hue(x: torch.Tensor, deg: float) -> torch.Tensor:
-        c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-        rot = torch.tensor([[1.0, 0, 0], [0, c, -s], [0, s, c]])
-        t = (_YIQ_INV @ rot @ _YIQ).to(x.device, non_blocking=True)
-        return torch.einsum("dc,chw->dhw", t, x).clamp_(0, 255)
+    def hue(x: torch.Tensor, a: float) -> torch.Tensor:
+        if clamped:  # a in degrees, the exact YIQ inverse, in float32
+            c, s = math.cos(math.radians(a)), math.sin(math.radians(a))
+            rot = torch.tensor([[1.0, 0, 0], [0, c, -s], [0, s, c]])
+            t = _YIQ_INV @ rot @ _YIQ
+        else:  # GluonCV: a·π radians, its rounded inverse, the product in float64
+            c, s = math.cos(a * math.pi), math.sin(a * math.pi)
+            rot = torch.tensor([[1.0, 0, 0], [0, c, -s], [0, s, c]], dtype=torch.float64)
+            t = (_GLUON_YIQ_INV @ rot @ _GLUON_YIQ).float()
+        return torch.einsum("dc,chw->dhw", t.to(x.device, non_blocking=True), x)
 
     for name, a in ops:
         if name == "brightness":
-            x.add_(a).clamp_(0, 255)
+            x.add_(a)
         elif name == "contrast":
-            x = blend(x, grey(x).mean(), a)
+            x = blend(x, grey(x).mean(), a) if clamped else x.mul_(a)
         elif name == "saturation":
             x = blend(x, grey(x), a)
         else:
             x = hue(x, a)
-    return x.round_().to(torch.uint8)
+        if clamped:
+            x.clamp_(0, 255)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def color_distort(image: torch.Tensor, **options: Any) -> torch.Tensor:
+def color_distort(image: torch.Tensor, *, mode: str = "gluoncv", **options: Any
+                  ) -> torch.Tensor:
     """SSD/GluonCV photometric distortion (``random_color_distort``), global RNG.
 
     Each step is applied with probability ``p``: brightness + U(−δ, δ) (0–255 units), then
     either contrast → saturation → hue or saturation → hue → contrast (random order, p 0.5).
-    Contrast blends with the mean grey level, saturation with the grey image, by a factor
-    U(lo, hi); hue rotates the chroma plane of YIQ by U(−hue_delta, hue_delta) degrees (GluonCV's
-    intent: its code multiplies the degree draw by π). Values are clamped to 0–255 after each
-    step. (v2.RandomPhotometricDistort scales brightness and permutes channels: not used.)
     ``draw_color`` then ``apply_color``.
+
+    ``mode="gluoncv"`` (the default) is GluonCV's released code, the one behind Bag of
+    Freebies' Table 3: contrast scales the image (``x·α``, α ~ U(0.5, 1.5)); saturation blends
+    with the grey image (BT.601 weights) by α ~ U(0.5, 1.5); hue rotates the chroma plane of
+    YIQ by α·π radians, α ~ U(−18, 18) (which makes the hue uniform in effect), with GluonCV's
+    rounded YIQ inverse; nothing is clamped between steps. GluonCV carries the unclamped floats
+    on through the expand and resize; here the result is rounded and clamped to uint8 once,
+    after the last step.
+
+    ``mode="clamped"`` is the variant used before: contrast blends with the mean grey level,
+    hue rotates by α degrees with the exact YIQ inverse, and values are clamped to 0–255 after
+    each step. It is neither the paper's text (which names no operations) nor the code's.
+    (v2.RandomPhotometricDistort scales brightness and permutes channels: not used.)
 
     Args:
         image: uint8 ``[3, H, W]``.
+        mode: ``COLOR_MODES``.
         options: ``draw_color``'s (brightness_delta, contrast, saturation, hue_delta, p).
     Returns:
         uint8 ``[3, H, W]``.
     """
-    return apply_color(image, draw_color(**options))
+    return apply_color(image, draw_color(**options), mode)
 
 
 def sample_min_iou_crop(boxes: torch.Tensor, height: int, width: int, *, trials: int = 50,
@@ -182,7 +215,8 @@ def sample_min_iou_crop(boxes: torch.Tensor, height: int, width: int, *, trials:
                         max_aspect: float = 2.0) -> tuple[int, int, int, int] | None:
     """Draw an SSD min-IoU crop (global RNG), with ``v2.RandomIoUCrop``'s rules, vectorised.
 
-    Draw a minimum IoU from ``min_ious`` (1.0 = keep the image); try ``trials`` crops with sides
+    Draw a minimum IoU from ``min_ious`` (1.0 = keep the image, 0.0 = any patch holding a box
+    centre; ``CROP_MIN_IOUS``); try ``trials`` crops with sides
     ``int(side · U(min_scale, 1))``, aspect in [1/max_aspect, max_aspect] and a random position;
     a crop qualifies if some box has its centre strictly inside and, among those boxes, the
     best IoU with the crop reaches the minimum; the first qualifying one wins, else draw a new
@@ -326,11 +360,17 @@ class YoloAugment(SampleTransform):
     Args:
         color, expand, crop, flip: switch single steps off (tests, ablations).
         mean_pixel: expand fill, 0–255 RGB (the dataset mean pixel).
+        color_mode: how the colour draws apply (``color_distort``'s ``mode``).
     """
 
     def __init__(self, *, color: bool = True, expand: bool = True, crop: bool = True,
-                 flip: bool = True, mean_pixel: Sequence[float] = MEAN_PIXEL) -> None:
+                 flip: bool = True, mean_pixel: Sequence[float] = MEAN_PIXEL,
+                 color_mode: str = "gluoncv") -> None:
+        if color_mode not in COLOR_MODES:
+            raise AblateError(f"colour mode {color_mode!r} is not one of "
+                              f"{', '.join(COLOR_MODES)}")
         self.color, self.expand, self.crop, self.flip = color, expand, crop, flip
+        self.color_mode = color_mode
         self.fill = tuple(int(torch.tensor(float(v)).to(torch.uint8)) for v in mean_pixel)
 
     def draw(self, height: int, width: int, target: dict[str, Any], *, out_size: int,
@@ -379,7 +419,7 @@ class YoloAugment(SampleTransform):
         """uint8 ``[3, H, W]`` → uint8 ``[3, S, S]`` (contiguous) on the image's device."""
         image = _as_uint8(image)
         if params["color"]:
-            image = apply_color(image, params["color"])
+            image = apply_color(image, params["color"], self.color_mode)
         fill = torch.tensor(self.fill, dtype=image.dtype).to(image.device, non_blocking=True)
         image = canvas_window(image, fill, params["place"], params["window"])
         out = resize_image(image, params["size"], params["mode"])
