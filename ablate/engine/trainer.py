@@ -62,7 +62,8 @@ class Trainer:
                  ) -> None:
         self.b, self.dist, self.run_dir = built, dist, run_dir
         self.seed, self.eval_every, self.log_every = seed, eval_every, log_every
-        self.state = TrainState(epochs=built.ctx.epochs, iters_per_epoch=built.ctx.iters_per_epoch)
+        self.state = TrainState(epochs=built.ctx.epochs, iters_per_epoch=built.ctx.iters_per_epoch,
+                                seed=seed)
         self.history: list[dict[str, Any]] = []
         self.train_time = 0.0
         self.eval_time = 0.0
@@ -99,8 +100,8 @@ class Trainer:
                 "scaler": self.b.precision.state_dict(), "epoch": self.state.epoch,
                 "iteration": self.state.iteration, "history": self.history,
                 "train_time": self.train_time, "eval_time": self.eval_time,
-                "data_wait": self.data_wait, "images": self.images, "iters_per_epoch": self.state.iters_per_epoch,
-                "world_size": self.dist.world_size,
+                "data_wait": self.data_wait, "images": self.images,
+                "iters_per_epoch": self.state.iters_per_epoch, "world_size": self.dist.world_size,
                 "last_metrics": self.last_metrics, **self.extra_state}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:

@@ -44,9 +44,11 @@ class TrainState:
     """Where training stands; handed to batch transforms and hooks."""
 
     epoch: int = 0  # 0-based epoch being trained
-    iteration: int = 0  # 0-based global iteration
+    iteration: int = 0  # 0-based global iteration (optimizer step)
     epochs: int = 1
     iters_per_epoch: int = 1
+    seed: int = 0  # the run's seed: a draw keyed by (seed, iteration) is the same on every
+    # rank and every micro-batch of a step
 
 
 class Hook:

@@ -1,9 +1,11 @@
 """Mixup.
 
 Classification (Zhang et al., 2018; Bag of Tricks Sec. 5.4): λ ~ Beta(α, α), α = 0.2, once per
-batch; every sample is paired with the batch reversed (GluonCV's ``x[::-1]``) and the (smoothed)
-one-hot targets are mixed with the same λ. The λ draw uses the global RNG, which the trainer
-seeds per epoch and rank, so an interrupted run resumes with the same draws.
+optimizer step; every sample is paired with its process's micro-batch reversed (GluonCV's
+``x[::-1]`` on each device's slice) and the (smoothed) one-hot targets are mixed with the same
+λ. As GluonCV draws one λ before splitting the batch over its devices, λ is the same on every
+rank and every accumulation micro-batch of a step: it is drawn from a generator keyed by (run
+seed, iteration) (``step_lambda``), so an interrupted run resumes with the same draws too.
 
 Detection (Bag of Freebies Sec. 3.1, "visually coherent"): λ ~ Beta(1.5, 1.5) per image pair,
 both images on one zero-filled canvas before the geometric augmentation, every box kept with a
@@ -15,15 +17,17 @@ device (``MixupDataset.plan`` / ``combine``).
 
 Faster R-CNN (``rcnn``, Table 4) uses the same dataset-level mixup (before the resize and flip);
 each anchor and RoI matched to a box takes that box's weight in the RPN and RCNN losses
-(ablate/models/faster_rcnn.py; YOLOv3's losses in ablate/tasks/yolo.py take it the same way). The paper mentions no switch-off for Faster R-CNN, so
-``off_last_epochs`` defaults to 0 there. **≠** GluonCV's script mixes with a fixed 0.5 that
-scales the whole loss, off for the last 20 epochs — all of its 20 VOC epochs.
+(ablate/models/faster_rcnn.py; YOLOv3's losses in ablate/tasks/yolo.py take it the same way).
+The paper mentions no switch-off for Faster R-CNN, so ``off_last_epochs`` defaults to 0 there.
+**≠** GluonCV's script mixes with a fixed 0.5 that scales the whole loss, off for the last 20
+epochs — all of its 20 VOC epochs.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -38,6 +42,12 @@ DEFAULTS = {"classification": dict(alpha=0.2, off_last_epochs=0),
             "yolo": dict(alpha=1.5, off_last_epochs=20),
             "rcnn": dict(alpha=1.5, off_last_epochs=0)}
 MODES = ("beta", "even")
+
+
+def step_lambda(alpha: float, beta: float, seed: int, iteration: int) -> float:
+    """λ ~ Beta(alpha, beta) of optimizer step ``iteration``: the same in every process."""
+    rng = np.random.default_rng((seed, iteration, MIX_STREAM))
+    return float(rng.beta(alpha, beta))
 
 
 def mix_batch(images: torch.Tensor, targets: torch.Tensor, lam: float
@@ -68,7 +78,6 @@ class Mixup(Trick):
         if mode not in MODES or (mode == "even" and self.task == "classification"):
             raise AblateError(f"mixup.mode must be one of {MODES} ('even' is for detection), "
                               f"got '{mode}'")
-        self._beta = torch.distributions.Beta(torch.tensor(self.alpha), torch.tensor(self.beta))
 
     def active(self, state: TrainState) -> bool:
         return state.epoch < state.epochs - self.off_last_epochs
@@ -82,7 +91,7 @@ class Mixup(Trick):
     def batch_transform(self, batch: dict[str, Any], state: TrainState) -> dict[str, Any]:
         if self.task != "classification" or not self.active(state):
             return batch
-        lam = float(self._beta.sample())
+        lam = step_lambda(self.alpha, self.beta, state.seed, state.iteration)
         image, target = mix_batch(batch["image"], batch["target"], lam)
         return {**batch, "image": image, "target": target}
 

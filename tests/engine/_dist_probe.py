@@ -9,7 +9,8 @@ Runs the real worker (``ablate.worker.main``) and records, per rank, into ``$ABL
 - ``state-rank<r>.pt``: the trained model's ``state_dict`` (parameters and buffers) as this rank
   holds it when the worker returns;
 - ``epoch1.pt`` (main rank): a copy of the checkpoint written after the first epoch;
-- ``comm-rank<r>.json``: how many gradient buckets DDP all-reduced (a counting comm hook).
+- ``comm-rank<r>.json``: how many gradient buckets DDP all-reduced (a counting comm hook);
+- ``lambdas-rank<r>.json``: the λ of every classification mixup this rank applied, in order.
 
 It also registers the test model ``plain_cnn`` (``tests/engine/_plain_model.py``).
 
@@ -51,8 +52,18 @@ def main() -> int:
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
     import tests.engine._plain_model  # noqa: F401  (registers plain_cnn)
+    import ablate.tricks.mixup as mixup
     from ablate.engine import run_io
     from ablate.engine.trainer import Trainer
+
+    lambdas: list[float] = []
+    real_mix = mixup.mix_batch
+
+    def mix_batch(images, targets, lam):
+        lambdas.append(lam)
+        return real_mix(images, targets, lam)
+
+    mixup.mix_batch = mix_batch
 
     real_save, real_fit, real_ckpt = torch.save, Trainer.fit, run_io.save_checkpoint
     trainers: list[Trainer] = []
@@ -86,6 +97,7 @@ def main() -> int:
     found = list(writes)  # the probe's own files below are outside the watched folder
     (probe / f"writes-rank{rank}.json").write_text(json.dumps(found))
     (probe / f"comm-rank{rank}.json").write_text(json.dumps({"allreduce": reduced[0]}))
+    (probe / f"lambdas-rank{rank}.json").write_text(json.dumps(lambdas))
     if trainers:
         real_save(trainers[0].b.model.state_dict(), probe / f"state-rank{rank}.pt")
     return code

@@ -144,3 +144,31 @@ def test_two_processes_with_accumulation_equal_one_process(tmp_path, fmnist_root
     b = run_io.load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-6, atol=1e-6), (k, (a[k] - b[k]).abs().max())
+
+
+def test_mixup_draws_one_lambda_per_step_on_every_rank_and_micro_batch(tmp_path, fmnist_root,
+                                                                      monkeypatch):
+    """As GluonCV draws λ once before splitting the batch over its devices: 2 processes ×
+    accum_steps 2 apply the λ sequence of 1 process, each λ to all four micro-batches."""
+    import ablate.tricks.mixup as mixup
+
+    common = [f"data.root={fmnist_root}", *PLAIN, "data.train_subset=64", "data.test_subset=20",
+              "train.epochs=2", "train.threads=1", "train.batch_size=16", "tricks=[mixup]"]
+    _, probe, _ = _torchrun_probe(tmp_path / "two", [*common, "train.accum_steps=2"])
+    seen: list[float] = []
+    real = mixup.mix_batch
+
+    def record(images, targets, lam):
+        seen.append(lam)
+        return real(images, targets, lam)
+
+    monkeypatch.setattr(mixup, "mix_batch", record)
+    cfg = compose(common)
+    (tmp_path / "one").mkdir()
+    OmegaConf.save(cfg, tmp_path / "one" / "config.yaml")
+    run(tmp_path / "one" / "config.yaml")
+    assert len(seen) == 8 and len(set(seen)) == 8  # 4 steps an epoch, 2 epochs
+    assert seen == [mixup.step_lambda(0.2, 0.2, 0, i) for i in range(8)]
+    for r in (0, 1):
+        lams = json.loads((probe / f"lambdas-rank{r}.json").read_text())
+        assert lams == [lam for lam in seen for _ in range(2)]  # both micro-batches of a step

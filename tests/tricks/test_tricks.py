@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +9,8 @@ from ablate.registry import TRICKS
 from ablate.solver.lr import CosineShape, StepShape, WarmupShape
 from ablate.tricks import BuildContext, TrainState, Trick, build_tricks, check_tricks
 from ablate.tricks.label_smoothing import smooth_one_hot
-from ablate.tricks.mixup import Mixup, mix_batch
+from ablate.data.loading import MIX_STREAM
+from ablate.tricks.mixup import Mixup, mix_batch, step_lambda
 from ablate.tricks.no_bias_decay import split_no_decay
 
 CTX = BuildContext(task="classification", epochs=10, iters_per_epoch=100, total_batch=1024)
@@ -43,17 +45,26 @@ def test_mixup_pairs_with_reversed_batch_and_mixes_targets():
     assert my[1].tolist() == pytest.approx([0, 0.7, 0.3, 0])
 
 
-def test_mixup_off_for_last_epochs_and_lambda_from_seeded_rng():
+def test_mixup_off_for_last_epochs_and_lambda_once_per_step():
     m = Mixup(alpha=0.2, off_last_epochs=2)
     batch = {"image": torch.randn(6, 1, 2, 2), "target": torch.eye(6)}
     assert m.batch_transform(batch, TrainState(epoch=8, epochs=10)) is batch
-    torch.manual_seed(3)
-    out1 = m.batch_transform(batch, TrainState(epoch=7, epochs=10))
-    torch.manual_seed(3)
-    out2 = m.batch_transform(batch, TrainState(epoch=7, epochs=10))
-    assert torch.equal(out1["image"], out2["image"])
-    lam = out1["target"][0, 0].item()
-    assert 0 <= lam <= 1 and out1["target"][0, 5].item() == pytest.approx(1 - lam)
+
+    def lam(**state):
+        torch.manual_seed(len(state))  # the global RNG (per epoch and rank) plays no part
+        return m.batch_transform(batch, TrainState(epochs=10, **state))["target"][0, 0].item()
+
+    # one λ per (seed, optimizer step), whatever the epoch, rank or micro-batch
+    assert lam(iteration=5, seed=1) == lam(iteration=5, seed=1, epoch=3)
+    assert lam(iteration=5, seed=1) != lam(iteration=6, seed=1) != lam(iteration=6, seed=2)
+    want = float(np.random.default_rng((1, 5, MIX_STREAM)).beta(0.2, 0.2))
+    assert lam(iteration=5, seed=1) == pytest.approx(want, abs=1e-6)
+    assert step_lambda(0.2, 0.2, 1, 5) == want
+    out = m.batch_transform(batch, TrainState(iteration=5, seed=1, epochs=10))
+    assert out["target"][0, 5].item() == pytest.approx(1 - want, abs=1e-6)
+    # Beta(0.2, 0.2) puts most λ near 0 or 1
+    draws = [step_lambda(0.2, 0.2, 0, i) for i in range(2000)]
+    assert sum(d < 0.1 or d > 0.9 for d in draws) / 2000 == pytest.approx(0.673, abs=0.035)
 
 
 def test_no_bias_decay_groups():
