@@ -3,7 +3,6 @@ the worker on the GPU, channels_last, ImageNet's and the detection loaders' ``de
 (nvJPEG) against the worker path, and the GPU benchmark's MFU figures. Run them on a GPU
 machine with ``python -m pytest -q tests/test_cuda.py``."""
 
-import dataclasses
 import math
 import subprocess
 import sys
@@ -82,7 +81,6 @@ def test_detection_device_decode_on_the_gpu(tmp_path):
     targets (drawn on the host), pixels within a level or two (nvJPEG, float resize kernels)."""
     from ablate.data.pipelines.detection import build_detection_loaders
     from ablate.data.pipelines.rcnn import build_rcnn_loaders
-    from ablate.tricks.random_shapes import RandomShapes
     from tests.conftest import trick_plugins
     from ablate.data.loading import IMAGENET_STD
     from ablate.data.datasets.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
@@ -92,9 +90,9 @@ def test_detection_device_decode_on_the_gpu(tmp_path):
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
 
     def yolo(**kw):
-        plugins = dataclasses.replace(
-            trick_plugins("yolo", {"data_augmentation": {}, "mixup": {"off_last_epochs": 0}}),
-            batch_transform=[RandomShapes((96, 128), every=1, seed=3)])
+        plugins = trick_plugins(
+            "yolo", {"data_augmentation": {}, "mixup": {"off_last_epochs": 0},
+                     "random_shapes": {"sizes": [96, 128], "every": 1}})
         return build_detection_loaders(train, test, batch_size=4, train_size=128,
                                        eval_size=128, plugins=plugins, **kw)
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
 from ablate.errors import AblateError
 
@@ -71,17 +71,22 @@ class DataPlugins:
       (``CombiningDataset`` below).
     * ``sample_transform``: ``f(transform) -> transform`` on the pipeline's default per-sample
       training transform, e.g. the detection augmentation.
+    * ``batch_side``: ``f(side, iteration) -> side``, the square side training batch
+      ``iteration`` (the global batch index) is built at, given the pipeline's training side:
+      every sample of the batch is transformed to it once, in the workers, e.g. random
+      training shapes.
     * ``batch_transform``: ``f(batch, iteration) -> batch`` on each training batch on the
-      device, normalised, before the task builds its targets (``iteration``: the global
-      batch index), e.g. random training shapes.
+      device, normalised, before the task builds its targets.
     """
 
     wrap_dataset: Sequence[Callable[[Any], Any]] = ()
     sample_transform: Sequence[Callable[[Any], Any]] = ()
+    batch_side: Sequence[Callable[[int, int], int]] = ()
     batch_transform: Sequence[Callable[[dict, int], dict]] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.wrap_dataset or self.sample_transform or self.batch_transform)
+        return bool(self.wrap_dataset or self.sample_transform or self.batch_side
+                    or self.batch_transform)
 
     def wrap(self, dataset: Any) -> Any:
         for f in self.wrap_dataset:
@@ -92,6 +97,17 @@ class DataPlugins:
         for f in self.sample_transform:
             transform = f(transform)
         return transform
+
+    def side_fn(self, side: int) -> Callable[[int], int] | None:
+        """Batch ``iteration`` → its square side, from the training ``side`` (None: fixed)."""
+        fns = tuple(self.batch_side)
+
+        def side_at(iteration: int) -> int:
+            out = side
+            for f in fns:
+                out = f(out, iteration)
+            return out
+        return side_at if fns else None
 
     def batch_fn(self) -> Callable[[dict, int], dict] | None:
         """The batch transforms as one function (None: there are none)."""
@@ -107,7 +123,7 @@ class DataPlugins:
         """Raise when a pipeline that takes no plug-ins (classification) is given some."""
         if self:
             raise AblateError(f"the {pipeline} pipeline takes no dataset wrapper, sample "
-                              f"transform or batch transform from a trick")
+                              f"transform, batch side or batch transform from a trick")
 
 
 class CombiningDataset(Dataset):
@@ -138,6 +154,24 @@ class CombiningDataset(Dataset):
         raise NotImplementedError
 
 
+class KeyedBatches(Sampler):
+    """``batches``' index lists as ``[(index, key(b)), …]`` for global batch ``b``
+    (``loader.epoch · len + i``); iterated in the main process, so ``key`` sees the loader's
+    epoch as ``set_epoch`` left it."""
+
+    def __init__(self, batches: BatchSampler, key: Callable[[int], Any], loader: Any) -> None:
+        self.batches, self.key, self.loader = batches, key, loader
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[tuple[int, Any]]]:
+        start = self.loader.epoch * len(self.batches)
+        for b, indices in enumerate(self.batches, start):
+            k = self.key(b)
+            yield [(i, k) for i in indices]
+
+
 class DeviceLoader:
     """One rank's batches of a map-style dataset, for the device: the base of the classification
     (``ImageFolderLoader``) and detection (``DetectionLoader``) loaders, which turn each
@@ -148,6 +182,8 @@ class DeviceLoader:
     without padding. ``persistent_workers`` defaults to True with workers: the epoch reaches
     them through the dataset's ``SharedEpoch``, so keeping them alive between epochs is safe.
     ``mean`` and ``std`` (0–1 RGB) become 0–255 tensors on the device for the normalisation.
+    With ``batch_key`` (training), the dataset is indexed by ``(index, batch_key(b))`` for the
+    items of global batch ``b = epoch · len + i``, e.g. the side that batch is built at.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, train: bool,
@@ -155,18 +191,24 @@ class DeviceLoader:
                  seed: int = 0, num_workers: int = 0, device: torch.device | str = "cpu",
                  channels_last: bool = False, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, persistent_workers: bool | None = None,
-                 multiprocessing_context: str | None = None) -> None:
+                 multiprocessing_context: str | None = None,
+                 batch_key: Callable[[int], Any] | None = None) -> None:
         self.dataset, self.train, self.epoch = dataset, train, 0
         self.device = torch.device(device)
         self.sampler: Sampler | list[int] = (
             DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                seed=seed) if train else list(range(rank, len(dataset), world_size)))
         persistent = num_workers > 0 and (persistent_workers is None or persistent_workers)
+        batching: dict[str, Any] = dict(batch_size=batch_size, sampler=self.sampler,
+                                        drop_last=train)
+        if batch_key is not None:
+            batching = dict(batch_sampler=KeyedBatches(
+                BatchSampler(self.sampler, batch_size, drop_last=train), batch_key, self))
         self.loader = DataLoader(
-            dataset, batch_size, sampler=self.sampler, num_workers=num_workers,
-            collate_fn=collate_fn, pin_memory=self.device.type == "cuda", drop_last=train,
-            persistent_workers=persistent,
-            multiprocessing_context=multiprocessing_context if num_workers > 0 else None)
+            dataset, num_workers=num_workers, collate_fn=collate_fn,
+            pin_memory=self.device.type == "cuda", persistent_workers=persistent,
+            multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
+            **batching)
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=self.device).view(shape) * 255
         self.std = torch.tensor(std, device=self.device).view(shape) * 255

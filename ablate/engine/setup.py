@@ -58,7 +58,7 @@ def data_plugins(tricks: list[Trick], ctx: DataContext) -> DataPlugins:
         return [functools.partial(getattr(t, point), ctx=ctx) for t in tricks if t.uses(point)]
     return DataPlugins(wrap_dataset=bound("wrap_dataset"),
                        sample_transform=bound("sample_transform"),
-                       batch_transform=bound("loader_batch"))
+                       batch_side=bound("batch_side"), batch_transform=bound("loader_batch"))
 
 
 def build(cfg: DictConfig, dist: DistInfo) -> Built:

@@ -71,10 +71,16 @@ class Trick:
         """Replace the pipeline's per-sample training transform (detection augmentation)."""
         return transform
 
+    def batch_side(self, side: int, iteration: int, ctx: DataContext) -> int:
+        """The square side training batch ``iteration`` (the global batch index) is built at,
+        given the pipeline's training side (random shapes): each image is transformed to it
+        once, in the workers."""
+        return side
+
     def loader_batch(self, batch: dict[str, Any], iteration: int, ctx: DataContext
                      ) -> dict[str, Any]:
-        """Change a training batch on the device before the task reads it (random shapes);
-        ``iteration`` is the global batch index."""
+        """Change a training batch on the device before the task reads it; ``iteration`` is
+        the global batch index."""
         return batch
 
     def wrap_task(self, task: Any) -> Any:

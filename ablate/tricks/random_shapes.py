@@ -1,20 +1,21 @@
 """Random training shapes (YOLOv2/v3 multi-scale training; Bag of Freebies Table 3).
 
-Every ``every`` iterations one size is drawn from ``sizes`` and the whole batch is resized to
-it (boxes rescaled); evaluation stays at the fixed size. ``sizes: null`` = 320…608 step 32,
-scaled proportionally to the training size of proxies (``scaled_sizes``: a 160 px proxy trains
-on 128, 160, 192 and 224). Runs on the device batch (the data layer's ``loader_batch`` point),
-before the task builds its targets at the new size.
+Every ``every`` iterations one size is drawn from ``sizes`` and the whole batch is built at it;
+evaluation stays at the fixed size. ``sizes: null`` = 320…608 step 32, scaled proportionally to
+the training size of proxies (``scaled_sizes``: a 160 px proxy trains on 128, 160, 192 and
+224). The size reaches the data layer through its ``batch_side`` point: every image of the
+batch is augmented and resized to the drawn size once, in the workers, as GluonCV's
+``RandomTransformDataLoader`` does (never augmented at 416 and interpolated again); the task
+builds its targets at that size.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ablate.data.loading import SHAPES_STREAM, item_generator
 from ablate.errors import AblateError
@@ -51,9 +52,7 @@ class RandomShapes:
     """Random training shapes (YOLOv3): one size per ``every`` iterations for the whole batch.
 
     The size for iteration t is drawn uniformly from ``sizes`` by a generator seeded with
-    (seed, t // every), so it is the same on every rank and after a resume. The batch image is
-    resized with bilinear ``F.interpolate`` and the boxes scaled by (s/W, s/H); padding boxes
-    stay zero. Apply to training batches only; evaluation stays at its fixed size.
+    (seed, t // every), so it is the same on every rank and after a resume.
 
     Args:
         sizes: candidate square sizes (e.g. ``scaled_sizes(...)`` for proxies).
@@ -73,19 +72,6 @@ class RandomShapes:
         """The size used at ``iteration``."""
         g = item_generator(self.seed, iteration // self.every, 0, SHAPES_STREAM)
         return self.sizes[int(torch.randint(len(self.sizes), (1,), generator=g))]
-
-    def __call__(self, batch: dict[str, Any], iteration: int) -> dict[str, Any]:
-        s = self.size_at(iteration)
-        image = batch["image"]
-        h, w = image.shape[-2:]
-        if (h, w) == (s, s):
-            return batch
-        out = F.interpolate(image.float(), size=(s, s), mode="bilinear", align_corners=False)
-        if not image.is_floating_point():
-            out = out.round().clamp(0, 255).to(image.dtype)
-        boxes = batch["boxes"]
-        old = torch.tensor([w, h] * 2, dtype=boxes.dtype, device=boxes.device)
-        return {**batch, "image": out, "boxes": boxes * s / old}  # exact for s/old·old
 
 
 @TRICKS.register("random_shapes")
@@ -111,6 +97,5 @@ class RandomShapesTrick(Trick):
             self._shapes[key] = RandomShapes(sizes, self.every, seed=int(seed))
         return self._shapes[key]
 
-    def loader_batch(self, batch: dict[str, Any], iteration: int, ctx: DataContext
-                     ) -> dict[str, Any]:
-        return self.shapes(batch["image"].shape[-1], ctx.seed)(batch, iteration)
+    def batch_side(self, side: int, iteration: int, ctx: DataContext) -> int:
+        return self.shapes(side, ctx.seed).size_at(iteration)

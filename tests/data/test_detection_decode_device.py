@@ -5,7 +5,6 @@ padding; evaluation batches with their ground truth)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from ablate.data.datasets.fashion_scenes import fashion_scenes_dataset, fashion_
 from ablate.data.targets import make_target
 from ablate.errors import AblateError
 from ablate.tricks.mixup import MixupDataset
-from ablate.tricks.random_shapes import RandomShapes
 from tests.conftest import trick_plugins
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
@@ -61,10 +59,9 @@ def test_yolo_batches_equal_the_worker_path(scenes):
     test = fashion_scenes_dataset(scenes, "test")
     runs = {}
     for decode, workers in (("worker", 0), ("device", 2)):
-        plugins = dataclasses.replace(
-            trick_plugins("yolo", {"data_augmentation": {}, "mixup": {"off_last_epochs": 1}},
-                          epochs=2),
-            batch_transform=[RandomShapes((96, 128), every=1, seed=3)])
+        plugins = trick_plugins(
+            "yolo", {"data_augmentation": {}, "mixup": {"off_last_epochs": 1},
+                     "random_shapes": {"sizes": [96, 128], "every": 1}}, epochs=2)
         tr, ev = build_detection_loaders(
             train, test, batch_size=4, eval_batch_size=4, train_size=128, eval_size=128,
             plugins=plugins, num_workers=workers, decode=decode)

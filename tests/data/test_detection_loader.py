@@ -12,7 +12,7 @@ from ablate.data.pipelines.detection import (DetectionLoader, DetectionTrainData
 from ablate.data.loading import DataPlugins
 from ablate.tricks.mixup import MixupDataset
 from ablate.tricks.random_shapes import RandomShapes, scaled_sizes
-from ablate.data.pipelines.transforms import plain_resize
+from ablate.data.pipelines.transforms import YoloAugment, plain_resize
 from ablate.data.datasets.fashion_scenes import fashion_scenes_dataset, fashion_scenes_root
 from ablate.errors import AblateError
 
@@ -150,16 +150,32 @@ def test_random_shapes_every_ten_iterations():
         if t % 10:
             assert sizes[t] == sizes[t - 1]
     assert sizes == [RandomShapes(every=10, seed=1).size_at(t) for t in range(200)]
-    batch = {"image": torch.rand(2, 3, 416, 208), "boxes": torch.tensor(
-        [[[10.0, 20, 100, 200], [0, 0, 0, 0]], [[0, 0, 208, 416], [1, 2, 3, 4]]])}
-    out = rs(batch, 37)
-    s = rs.size_at(37)
-    assert out["image"].shape == (2, 3, s, s)
-    torch.testing.assert_close(out["boxes"], batch["boxes"] * torch.tensor([s / 208, s / 416] * 2))
-    assert out["boxes"][1, 0].tolist() == [0, 0, s, s] and out["boxes"][0, 1].tolist() == [0] * 4
-    u8 = rs({"image": torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "boxes": torch.zeros(1, 1, 4)},
-            0)
-    assert u8["image"].dtype == torch.uint8
+
+
+def test_a_batch_side_resizes_each_image_once_with_the_same_draws(tmp_path):
+    """Random shapes build the batch at the drawn side from the source image (one resize, as
+    GluonCV's RandomTransformDataLoader), with the draws the item makes at any side."""
+    root = fashion_scenes_root(tmp_path, num_train=16, num_test=4)
+    source = fashion_scenes_dataset(root, "train")
+    sides = {0: 96, 1: 160, 2: 96, 3: 128}
+    train, _ = build_detection_loaders(
+        source, None, batch_size=4, train_size=128,
+        plugins=DataPlugins(batch_side=[lambda side, it: sides[it % 4] if side == 128 else 0]))
+    plain = DetectionTrainDataset(source, plain_resize, 128)
+    train.set_epoch(0)
+    order = list(train.sampler)
+    for b, batch in enumerate(train):
+        s = sides[b]
+        assert batch["image"].shape == (4, 3, s, s)
+        for j, i in enumerate(order[4 * b:4 * b + 4]):
+            image, target = plain[(i, s)]  # the source image resized to s directly
+            want = (image.float() - train.mean[0]) / train.std[0]
+            torch.testing.assert_close(batch["image"][j], want, rtol=0, atol=1e-5)
+            n = len(target["boxes"])
+            assert torch.equal(batch["boxes"][j, :n], target["boxes"])
+    aug = DetectionTrainDataset(source, YoloAugment(), 128)
+    (_, t416), (_, t96) = aug[(3, 416)], aug[(3, 96)]  # the same crop, flip and mode
+    torch.testing.assert_close(t96["boxes"], t416["boxes"] * (96 / 416), rtol=1e-5, atol=1e-4)
 
 
 def test_scaled_sizes():
@@ -193,7 +209,7 @@ def test_fashion_scenes_train_loader_with_workers_mixup_and_random_shapes(tmp_pa
     train, evaluation = build_detection_loaders(
         train_ds, test_ds, batch_size=8, eval_batch_size=4, train_size=128, eval_size=128,
         plugins=DataPlugins(wrap_dataset=[lambda d: MixupDataset(d, off_last_epochs=1, epochs=3)],
-                            batch_transform=[shapes]), num_workers=2)
+                            batch_side=[lambda side, it: shapes.size_at(it)]), num_workers=2)
     assert len(train) == 5 and len(evaluation) == 3
     for epoch in (0, 2):
         train.set_epoch(epoch)

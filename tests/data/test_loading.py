@@ -18,13 +18,16 @@ def test_plugins_apply_in_order():
     assert p.wrap([]) == ["a", "b"] and p.transform(3) == 7
     assert p.batch_fn()({"x": 2}, 5) == {"x": 26}
     assert not DataPlugins() and DataPlugins().batch_fn() is None and DataPlugins().wrap(1) == 1
-    assert p
+    assert p and p.side_fn(10) is None and DataPlugins().side_fn(10) is None
+    sides = DataPlugins(batch_side=[lambda s, i: s + i, lambda s, i: s * 2])
+    assert sides and sides.side_fn(10)(3) == 26 and sides.side_fn(20)(0) == 40
 
 
 def test_classification_pipelines_refuse_plugins(fmnist_root):
     plugins = trick_plugins("yolo", {"data_augmentation": {}})
-    with pytest.raises(AblateError, match=r"^the fashion_mnist pipeline takes no dataset wrapper, "
-                                          r"sample transform or batch transform from a trick$"):
+    with pytest.raises(AblateError, match=r"^the fashion_mnist pipeline takes no dataset "
+                                          r"wrapper, sample transform, batch side or batch "
+                                          r"transform from a trick$"):
         DATASETS.get("fashion_mnist").build(root=str(fmnist_root), batch_size=8,
                                             eval_batch_size=8, plugins=plugins)
     # classification mixup acts on the batch, not through the data points

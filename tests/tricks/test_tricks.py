@@ -179,14 +179,10 @@ def test_detection_tricks_plug_into_the_pipeline_with_task_defaults():
     assert (wrapped.alpha, wrapped.beta, wrapped.mode, wrapped.off_last_epochs, wrapped.epochs,
             wrapped.seed) == (1.5, 1.5, "beta", 20, 30, 5)
     shapes = tricks["random_shapes"]
-    batch = {"image": torch.zeros(2, 3, 160, 160),
-             "boxes": torch.tensor([[[20.0, 40, 80, 160]]] * 2)}
-    sizes = RandomShapes((128, 160, 192, 224), every=10, seed=5)
-    for it in (0, 9, 10, 35):
-        out = shapes.loader_batch(batch, it, ctx)
-        s = sizes.size_at(it)
-        assert out["image"].shape == (2, 3, s, s)
-        assert out["boxes"][0, 0].tolist() == [s / 8, s / 4, s / 2, s]  # exact in float32
+    sizes = RandomShapes((128, 160, 192, 224), every=10, seed=5)  # scaled from the 160 side
+    assert [shapes.batch_side(160, it, ctx) for it in range(40)] == [
+        sizes.size_at(it) for it in range(40)]
+    assert len({shapes.batch_side(160, it, ctx) for it in range(0, 400, 10)}) == 4
     for t in tricks.values():  # the identity where a trick has no use for a point
         assert t.sample_transform(plain_resize, ctx) is plain_resize or t.name == "data_augmentation"
     batch = {"image": torch.ones(2, 3, 4, 4)}

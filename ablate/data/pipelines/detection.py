@@ -1,11 +1,13 @@
 """Detection train/eval loaders for YOLOv3 ("Bag of Freebies", Zhang et al. 2019).
 
 Per sample, in DataLoader workers: dataset → the tricks' dataset wrappers (mixup's pairs) → a
-sample transform (``plain_resize`` or what a trick puts in its place, ``eval_resize``) →
-``collate_detection`` (boxes padded per batch). Per batch, on the device: uint8 → float,
-ImageNet normalisation, optional channels-last, the tricks' batch transforms (random shapes;
-training only). Tricks plug in through ``DataPlugins`` (``ablate.data.loading``); this module
-never reads their options.
+sample transform (``plain_resize`` or what a trick puts in its place, ``eval_resize``) to the
+batch's side (``train_size``, or the side a trick's ``batch_side`` gives that batch: random
+shapes, so each image is resized once, at the drawn size, as GluonCV's
+``RandomTransformDataLoader`` does) → ``collate_detection`` (boxes padded per batch). Per batch,
+on the device: uint8 → float, ImageNet normalisation, optional channels-last, the tricks' batch
+transforms (training only). Tricks plug in through ``DataPlugins`` (``ablate.data.loading``);
+this module never reads their options.
 
 ``decode: device`` (``DetectionTrainDataset(decode="device")``) moves the pixel work to the
 training device, for GPUs that train faster than the host's cores decode and augment: a worker
@@ -78,7 +80,9 @@ class DetectionTrainDataset(Dataset):
         sample_transform: called as ``f(image, target, out_size=…, generator=g)`` with
             ``g = item_generator(seed, epoch, index, AUGMENT_STREAM)`` (``YoloAugment``,
             ``plain_resize``; ``eval_resize`` makes this the evaluation dataset).
-        out_size: the transform's output size (square side, or ``(short, max_side)``).
+        out_size: the transform's output size (square side, or ``(short, max_side)``); an
+            item asked for as ``(index, side)`` (``DeviceLoader``'s ``batch_key``) is
+            transformed to ``side`` instead, with the same draws.
         seed: base seed of the per-item generators.
         decode: ``"worker"``: items are ``(uint8 image, target)``; ``"device"``: items are
             ``(EncodedItem, target)``, the image files' bytes and the transform's parameters
@@ -110,14 +114,15 @@ class DetectionTrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> tuple[Any, dict[str, Any]]:
+    def __getitem__(self, key: int | tuple[int, Any]) -> tuple[Any, dict[str, Any]]:
+        i, out_size = key if isinstance(key, tuple) else (key, self.out_size)
         if self.decode == "device":
-            return self._encoded_item(i)
+            return self._encoded_item(i, out_size)
         image, target = self.source[i]
         g = item_generator(self.seed, self._epoch.get(), i, AUGMENT_STREAM)
-        return self.transform(image, with_weights(target), out_size=self.out_size, generator=g)
+        return self.transform(image, with_weights(target), out_size=out_size, generator=g)
 
-    def _encoded_item(self, i: int) -> tuple[EncodedItem, dict[str, Any]]:
+    def _encoded_item(self, i: int, out_size: Any) -> tuple[EncodedItem, dict[str, Any]]:
         """The worker path's draws, in its order, without decoding: the source's (a
         ``CombiningDataset``'s ``plan``), then the transform's; the target is final, the pixels
         are left to ``EncodedItem.pixels``."""
@@ -131,7 +136,7 @@ class DetectionTrainDataset(Dataset):
         item = EncodedItem(data, how)
         g = item_generator(self.seed, epoch, i, AUGMENT_STREAM)
         item.params, target = self.transform.draw(*size, with_weights(target),
-                                                  out_size=self.out_size, generator=g)
+                                                  out_size=out_size, generator=g)
         return item, target
 
     def combine(self, images: list[torch.Tensor], how: Any) -> torch.Tensor:
@@ -249,11 +254,12 @@ class DetectionLoader(DeviceLoader):
     (sharding, epochs and workers: ``DeviceLoader``).
 
     ``__iter__`` gives ``collate_detection``'s dicts with ``image`` float, normalised.
-    ``batch_transform(batch, iteration)`` runs on the device batch with the global iteration
-    ``epoch · len + i``. With ``size_divisible`` the images are zero-padded to a common size
-    (``collate_detection``, the Faster R-CNN batches) and the batch has ``image_sizes``: the
-    normalised image gets zeros outside each image again, as torchvision's
-    ``GeneralizedRCNNTransform`` pads.
+    ``batch_side(iteration)`` (training) is the square side of global batch
+    ``epoch · len + i``: its items are transformed to it in the workers.
+    ``batch_transform(batch, iteration)`` runs on the device batch. With ``size_divisible``
+    the images are zero-padded to a common size (``collate_detection``, the Faster R-CNN
+    batches) and the batch has ``image_sizes``: the normalised image gets zeros outside each
+    image again, as torchvision's ``GeneralizedRCNNTransform`` pads.
 
     A ``decode: device`` dataset (``DetectionTrainDataset(decode="device")``) yields encoded
     batches (``collate_encoded``): the loader decodes their files in one call on ``device``
@@ -263,12 +269,14 @@ class DetectionLoader(DeviceLoader):
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, train: bool,
+                 batch_side: Callable[[int], int] | None = None,
                  batch_transform: Callable[[dict, int], dict] | None = None,
                  size_divisible: int | None = None, **kw: Any) -> None:
         collate = collate_encoded if getattr(dataset, "decode", None) == "device" \
             else collate_detection
         super().__init__(dataset, batch_size, train=train, collate_fn=functools.partial(
-            collate, with_gt=not train, size_divisible=size_divisible), **kw)
+            collate, with_gt=not train, size_divisible=size_divisible),
+            batch_key=batch_side if train else None, **kw)
         self.size_divisible = size_divisible
         self.batch_transform = batch_transform if train else None
 
@@ -329,7 +337,7 @@ def build_detection_loaders(train_dataset: Dataset, eval_dataset: Dataset | None
             each: the eval loader is then a dict ``{"416": …, "320": …}`` (metrics
             ``map@416``, …; the first size's metrics are also reported unprefixed).
         plugins: the tricks' dataset wrappers, sample transform (in place of
-            ``plain_resize``) and batch transforms, for training.
+            ``plain_resize``), batch sides and batch transforms, for training.
         rank, world_size, seed, num_workers, device, channels_last, mean, std,
         persistent_workers: see ``DetectionLoader``.
         decode: ``"worker"`` (decode, combine and transform in the workers) or ``"device"``
@@ -343,7 +351,8 @@ def build_detection_loaders(train_dataset: Dataset, eval_dataset: Dataset | None
     train = DetectionLoader(
         DetectionTrainDataset(plugins.wrap(train_dataset), plugins.transform(plain_resize),
                               train_size, seed=seed, decode=decode),
-        batch_size, train=True, batch_transform=plugins.batch_fn(), **common)
+        batch_size, train=True, batch_side=plugins.side_fn(int(train_size)),
+        batch_transform=plugins.batch_fn(), **common)
     if len(train) == 0:
         raise AblateError(f"batch_size {batch_size} exceeds the {len(train.sampler)} training "
                           f"images of rank {rank}: no full batch per epoch")

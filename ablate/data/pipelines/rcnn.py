@@ -145,8 +145,8 @@ def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = No
         batch_size, eval_batch_size: per-rank batch sizes (eval defaults to batch_size).
         scale: ``(shorter side, longer-side cap)``, training and evaluation alike.
         plugins: the tricks' dataset wrappers and sample transform (in place of
-            ``RcnnResize()``), for training; batch transforms are refused (the batches are
-            padded, not square).
+            ``RcnnResize()``), for training; batch sides and batch transforms are refused (the
+            batches are padded, not square).
         rank, world_size, seed, num_workers, device, channels_last, mean, std,
         persistent_workers: see ``DetectionLoader``.
         size_divisible: padded sides are multiples of this.
@@ -154,10 +154,10 @@ def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = No
     Returns:
         ``(train_loader, eval_loader or None)``.
     """
-    if plugins.batch_transform:
+    if plugins.batch_transform or plugins.batch_side:
         raise AblateError("the rcnn pipeline resizes each image by short_side / max_side and "
-                          "pads the batch: it takes no batch transform (random_shapes is for "
-                          "the yolo pipeline)")
+                          "pads the batch: it takes no batch side or batch transform "
+                          "(random_shapes is for the yolo pipeline)")
     common = dict(mean=mean, std=std, rank=rank, world_size=world_size, seed=seed,
                   num_workers=num_workers, device=device, channels_last=channels_last,
                   persistent_workers=persistent_workers, size_divisible=size_divisible)
