@@ -6,6 +6,7 @@ branches."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager
@@ -136,6 +137,7 @@ def build_model(cfg: DictConfig, dist: DistInfo, tricks: list[Trick], ctx: Build
         report = load_weights(model, weights, what="model.weights")
         if dist.is_main:
             print(report.summary("model.weights"), flush=True)
+        ctx = dataclasses.replace(ctx, weights=str(weights))
     for t in tricks:
         model = t.edit_model(model, ctx)
     bn_group = tcfg.get("bn_group_size")

@@ -23,6 +23,7 @@ class BuildContext:
     world_size: int = 1
     num_classes: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    weights: str | None = None  # the checkpoint the model's weights were loaded from, if any
 
     @property
     def total_iters(self) -> int:

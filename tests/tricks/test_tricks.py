@@ -99,6 +99,29 @@ def test_zero_gamma_only_last_bn_of_each_block():
     assert torch.all(model.bn1.weight == 1)
 
 
+def test_zero_gamma_keeps_the_gamma_of_loaded_weights(tmp_path, fmnist_root):
+    """Zero γ initialises; a run that starts from a checkpoint keeps the γ it loaded."""
+    from ablate.config import compose
+    from ablate.engine.dist import DistInfo
+    from ablate.engine.setup import build
+
+    common = [f"data.root={fmnist_root}", "data.train_subset=32", "data.test_subset=10",
+              "train.batch_size=16", "tricks=[zero_gamma]"]
+    fresh = build(compose(common), DistInfo()).model
+    state = fresh.state_dict()
+    zeroed = [k for k, v in state.items() if k.endswith(".weight") and ".bn" in k
+              and torch.all(v == 0)]
+    assert len(zeroed) >= 3  # the last BN of every block, without a checkpoint
+    for k in state:
+        if k.endswith(".weight") and ".bn" in k:
+            state[k] = torch.full_like(state[k], 0.5)
+    torch.save(state, tmp_path / "start.pt")
+    loaded = build(compose([*common, f"model.weights={tmp_path / 'start.pt'}"]),
+                   DistInfo()).model
+    gammas = [v for k, v in loaded.state_dict().items() if k.endswith(".weight") and ".bn" in k]
+    assert gammas and all(torch.all(g == 0.5) for g in gammas)
+
+
 def test_linear_scaling_warmup_cosine_compose_in_fixed_order():
     tricks = build_tricks({"warmup": {"epochs": 1}, "cosine": {"target_lr": 0.0},
                            "linear_scaling": {"ref_batch": 256}}, "classification")
