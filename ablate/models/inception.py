@@ -18,12 +18,13 @@ import torchvision
 from torch import nn
 
 from ablate.errors import AblateError
+from ablate.models.init import INITS, init_weights
 from ablate.registry import MODELS
 
 
 @MODELS.register("inception_v3")
 def build_inception_v3(*, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = False,
-                       dropout: float = 0.5) -> nn.Module:
+                       dropout: float = 0.5, init: str = "torchvision") -> nn.Module:
     """Build torchvision's Inception-V3 (random initialisation, torchvision's truncated normal).
 
     Args:
@@ -32,7 +33,10 @@ def build_inception_v3(*, num_classes: int = 1000, in_chans: int = 3, aux_logits
         aux_logits: add the auxiliary classifier on ``Mixed_6e`` (training output becomes
             ``(logits, aux_logits)``).
         dropout: dropout before the classifier.
+        init: ``ablate.models.init.INITS`` (the classification configs choose ``code``).
     """
+    if init not in INITS:
+        raise AblateError(f"inception_v3 init {init!r} is not one of {', '.join(INITS)}")
     if in_chans < 1:
         raise AblateError(f"inception_v3 in_chans must be >= 1, got {in_chans}")
     model = torchvision.models.inception_v3(weights=None, aux_logits=aux_logits,
@@ -43,4 +47,4 @@ def build_inception_v3(*, num_classes: int = 1000, in_chans: int = 3, aux_logits
         conv = nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride, bias=False)
         torch.nn.init.trunc_normal_(conv.weight, mean=0.0, std=0.1, a=-2, b=2)
         model.Conv2d_1a_3x3.conv = conv
-    return model
+    return init_weights(model, init)

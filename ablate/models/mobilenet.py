@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ablate.errors import AblateError
+from ablate.models.init import INITS, init_weights
 from ablate.registry import MODELS
 
 STEM = 32
@@ -71,7 +72,7 @@ class MobileNetV1(nn.Module):
 
 @MODELS.register("mobilenet_v1")
 def build_mobilenet_v1(*, num_classes: int = 1000, in_chans: int = 3, width: float = 1.0,
-                       small_input: bool = False) -> MobileNetV1:
+                       small_input: bool = False, init: str = "torchvision") -> MobileNetV1:
     """Build MobileNet v1.
 
     Args:
@@ -79,8 +80,11 @@ def build_mobilenet_v1(*, num_classes: int = 1000, in_chans: int = 3, width: flo
         in_chans: input channels (1 for Fashion-MNIST).
         width: the width multiplier α (1.0, 0.75, 0.5, 0.25 in the paper).
         small_input: stride-1 stem, for 28×28–64×64 images.
+        init: ``ablate.models.init.INITS`` (the classification configs choose ``code``).
     """
     if width <= 0:
         raise AblateError(f"mobilenet_v1 width must be > 0, got {width}")
-    return MobileNetV1(num_classes=num_classes, in_chans=in_chans, width=width,
-                       small_input=small_input)
+    if init not in INITS:
+        raise AblateError(f"mobilenet_v1 init {init!r} is not one of {', '.join(INITS)}")
+    return init_weights(MobileNetV1(num_classes=num_classes, in_chans=in_chans, width=width,
+                                    small_input=small_input), init)

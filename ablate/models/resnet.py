@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ablate.errors import AblateError
+from ablate.models.init import INITS, init_weights
 from ablate.registry import MODELS
 
 VARIANTS = {
@@ -161,7 +162,8 @@ class ResNet(nn.Module):
 
 @MODELS.register("resnet")
 def build_resnet(*, depth: int = 50, variant: str = "b", num_classes: int = 1000,
-                 in_chans: int = 3, width: float = 1.0, small_input: bool = False) -> ResNet:
+                 in_chans: int = 3, width: float = 1.0, small_input: bool = False,
+                 init: str = "torchvision") -> ResNet:
     """Build a ResNet.
 
     Args:
@@ -171,15 +173,18 @@ def build_resnet(*, depth: int = 50, variant: str = "b", num_classes: int = 1000
         in_chans: input channels (1 for Fashion-MNIST).
         width: channel multiplier (1.0 = the paper's widths).
         small_input: no max-pool after the stem, for 28×28–64×64 images.
+        init: ``ablate.models.init.INITS`` (the classification configs choose ``code``).
     """
+    if init not in INITS:
+        raise AblateError(f"resnet init {init!r} is not one of {', '.join(INITS)}")
     if depth not in DEPTHS:
         raise AblateError(f"ResNet depth {depth} is not one of {sorted(DEPTHS)}")
     if variant not in VARIANTS:
         raise AblateError(f"ResNet variant '{variant}' is not one of {sorted(VARIANTS)}")
     kind, layers = DEPTHS[depth]
     block: type[nn.Module] = Bottleneck if kind == "bottleneck" else BasicBlock
-    return ResNet(block, layers, num_classes=num_classes, in_chans=in_chans, width=width,
-                  small_input=small_input, **VARIANTS[variant])
+    return init_weights(ResNet(block, layers, num_classes=num_classes, in_chans=in_chans,
+                               width=width, small_input=small_input, **VARIANTS[variant]), init)
 
 
 def count_params(model: nn.Module) -> int:

@@ -121,3 +121,50 @@ def test_resnet_d_teachers_parameter_counts():
         == 60_212_040
     assert count_params(build_resnet(depth=101, variant="d")) == 44_549_160 + deep_stem \
         == 44_568_392
+
+
+def test_init_schemes_draw_from_the_stated_distributions():
+    """code: N(0, σ²), σ² = (2 / 1.0625) / ((fan_in + fan_out) / 2) (MXNet's MSRAPrelu);
+    paper: U(−a, a), a = √(6 / (fan_in + fan_out)); biases 0, BN γ 1 and β 0 in both."""
+    import math
+
+    from ablate.models.init import init_weights
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(64, 128, 3), torch.nn.BatchNorm2d(128),
+                              torch.nn.Linear(512, 256))
+    fans = {0: (64 * 9, 128 * 9), 2: (512, 256)}
+    init_weights(net, "code")
+    for i, (fi, fo) in fans.items():
+        std = math.sqrt(2 / 1.0625 / ((fi + fo) / 2))
+        assert float(net[i].weight.std()) == pytest.approx(std, rel=0.02)
+        assert float(net[i].weight.mean()) == pytest.approx(0.0, abs=0.05 * std)
+        assert torch.all(net[i].bias == 0)
+    assert torch.all(net[1].weight == 1) and torch.all(net[1].bias == 0)
+    init_weights(net, "paper")
+    for i, (fi, fo) in fans.items():
+        a = math.sqrt(6 / (fi + fo))
+        w = net[i].weight
+        assert float(w.abs().max()) <= a and float(w.abs().max()) > 0.99 * a
+        assert float(w.std()) == pytest.approx(a / math.sqrt(3), rel=0.02)
+        assert torch.all(net[i].bias == 0)
+
+
+def test_init_scheme_by_config_and_a_wrong_name():
+    from ablate.models.init import MSRA_PRELU_MAGNITUDE
+
+    assert MSRA_PRELU_MAGNITUDE == 2 / 1.0625
+    torch.manual_seed(0)
+    tv = build_resnet(depth=14, variant="d", width=0.25, num_classes=10)
+    torch.manual_seed(0)
+    same = build_resnet(depth=14, variant="d", width=0.25, num_classes=10, init="torchvision")
+    assert all(torch.equal(a, b) for a, b in zip(tv.state_dict().values(),
+                                                 same.state_dict().values()))
+    torch.manual_seed(0)
+    code = build_resnet(depth=14, variant="d", width=0.25, num_classes=10, init="code")
+    assert torch.all(code.fc.bias == 0) and not torch.all(tv.fc.bias == 0)
+    assert not torch.equal(code.fc.weight, tv.fc.weight)
+    for builder in (build_resnet, build_mobilenet_v1, build_inception_v3):
+        with pytest.raises(AblateError, match="init 'xavier' is not one of code, paper, "
+                                              "torchvision"):
+            builder(init="xavier")
