@@ -132,7 +132,7 @@ def test_init_schemes_draw_from_the_stated_distributions():
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(64, 128, 3), torch.nn.BatchNorm2d(128),
-                              torch.nn.Linear(512, 256))
+                              torch.nn.Linear(512, 256)).requires_grad_(False)
     fans = {0: (64 * 9, 128 * 9), 2: (512, 256)}
     init_weights(net, "code")
     for i, (fi, fo) in fans.items():
