@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ablate.data.datasets.coco import official_ground_truth
 from ablate.errors import AblateError, did_you_mean
 from ablate.eval.voc_map import VOCEvaluator
 from ablate.registry import TASKS
@@ -144,7 +145,7 @@ class RCNNTask:
                       "labels": (d["labels"] - 1).cpu().numpy().astype(np.int64)} for d in out]
         gts, dets = _gather(gts), _gather(dets)
         if self.opts["metric"] == "coco":
-            return coco_metrics(gts, dets, self.num_classes)
+            return coco_metrics(gts, dets, self.num_classes, official_ground_truth(loader))
         ev = VOCEvaluator(self.num_classes, metric=self.opts["metric"], pixel_inclusive=False)
         ev.update(gts, dets)
         return {"map": 100.0 * float(ev.compute()["map"])}  # NaN when no image has GT

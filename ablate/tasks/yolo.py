@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
+from ablate.data.datasets.coco import official_ground_truth
 from ablate.errors import AblateError, did_you_mean
 from ablate.eval.voc_map import METRICS as VOC_METRICS
 from ablate.eval.voc_map import VOCEvaluator
@@ -284,8 +285,9 @@ class YoloTask:
             gts += gt
             dets += [{k: v.detach().cpu().numpy() for k, v in x.items()} for x in d]
         gts, dets = _gather(gts), _gather(dets)
-        if o["metric"] == "coco":
-            return coco_metrics(gts, dets, self.num_classes)
+        if o["metric"] == "coco":  # the annotation file's GT needs original coordinates
+            official = official_ground_truth(loader) if o["eval_coords"] == "original" else None
+            return coco_metrics(gts, dets, self.num_classes, official)
         ev = VOCEvaluator(self.num_classes, metric=o["metric"], pixel_inclusive=False)
         ev.update(gts, dets)
         return {"map": 100.0 * float(ev.compute()["map"])}  # NaN when no image has GT
@@ -301,24 +303,35 @@ def voc_metric_name(metric: str) -> str:
     return key
 
 
-def coco_metrics(gts: list[dict], dets: list[dict], num_classes: int) -> dict[str, float]:
-    """COCO mAP@[.5:.95] (``map``), AP50, AP75 and APs/m/l in percent, by pycocotools.
+def coco_metrics(gts: list[dict], dets: list[dict], num_classes: int,
+                 official: tuple[Any, list[int]] | None = None) -> dict[str, float]:
+    """COCO mAP@[.5:.95] (``map``), AP50, AP75 and APs/m/l in percent, by COCOeval.
 
-    The ground truth is what the loader gives (COCO boxes clipped to the image, crowd regions
-    flagged ``difficult`` and stored with ``iscrowd=1``, so COCOeval ignores them its own way);
-    ``map``, AP50 and AP75 therefore equal the official figures. The size breakdown uses box
-    areas, not the annotation file's mask areas: for those, ``ablate evaluate --data coco``
-    scores a results JSON against the annotation file itself.
+    With ``official`` (``ablate.data.datasets.coco.official_ground_truth``: the annotation
+    file's ``COCO`` and the label → category ids) the detections are scored against the
+    annotation file itself, restricted to the evaluated images: boxes as annotated, tiny boxes
+    kept, annotation areas, crowd flags — the official figures, equal to ``ablate evaluate
+    --data coco`` on the same detections; ``coco_official`` is 1. Otherwise the ground truth
+    is rebuilt from what the loader gives (boxes clipped to the image, those under the
+    dataset's ``min_size`` dropped, crowd regions as ``iscrowd``, box areas): an approximation,
+    ``coco_official`` 0.
     """
     from ablate.eval.coco_map import build_coco_gt, coco_eval, detections_to_coco_results
 
-    ids = list(range(1, len(gts) + 1))
-    gt = build_coco_gt(gts, ids, category_names=[str(k) for k in range(num_classes)])
-    results = detections_to_coco_results(dets, ids, list(range(1, num_classes + 1)))
-    stats = coco_eval(gt, results)["stats"]
+    if official is not None:
+        coco, cat_ids = official
+        ids = [int(g["image_id"]) for g in gts]
+        stats = coco_eval(coco, detections_to_coco_results(dets, ids, cat_ids),
+                          img_ids=ids)["stats"]
+    else:
+        ids = list(range(1, len(gts) + 1))
+        gt = build_coco_gt(gts, ids, category_names=[str(k) for k in range(num_classes)])
+        results = detections_to_coco_results(dets, ids, list(range(1, num_classes + 1)))
+        stats = coco_eval(gt, results)["stats"]
     names = {"map": "AP", "ap50": "AP50", "ap75": "AP75", "aps": "APs", "apm": "APm",
              "apl": "APl"}
-    return {k: 100.0 * stats[v] for k, v in names.items()}
+    return {**{k: 100.0 * stats[v] for k, v in names.items()},
+            "coco_official": float(official is not None)}
 
 
 def _gather(items: list[dict]) -> list[dict]:

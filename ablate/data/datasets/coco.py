@@ -171,3 +171,16 @@ class COCODetection(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return f"COCODetection({self.root}, {self.split}, {len(self)} images)"
+
+
+def official_ground_truth(loader: Any) -> tuple[Any, list[int]] | None:
+    """The annotation file's ``COCO`` object and the label → category id list of ``loader``'s
+    dataset, when it is a ``COCODetection`` (under any ``Subset``); else None. Scoring against
+    it gives the official COCO figures: boxes as annotated (no clipping, tiny boxes kept),
+    annotation areas, crowd flags."""
+    dataset = getattr(getattr(loader, "dataset", None), "source", None)
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    if isinstance(dataset, COCODetection):
+        return dataset.coco, list(dataset.cat_ids)
+    return None

@@ -228,7 +228,8 @@ def collate_targets(targets: Sequence[dict[str, Any]], with_gt: bool = False) ->
     if with_gt:
         batch["gt"] = [{"boxes": t.get("orig_boxes", t["boxes"]).numpy().astype(np.float32),
                         "labels": t["labels"].numpy().astype(np.int64),
-                        "difficult": t["difficult"].numpy().astype(bool)} for t in targets]
+                        "difficult": t["difficult"].numpy().astype(bool),
+                        "image_id": t["image_id"]} for t in targets]
     return batch
 
 
