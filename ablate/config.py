@@ -31,6 +31,9 @@ NON_SEMANTIC = ("launcher", "paths", "optim.impl", "train.compile", "train.cudnn
 # written then carries (``matches``).
 LEGACY_NON_SEMANTIC = ("launcher", "paths", "optim.impl", "train.compile",
                        "train.cudnn_benchmark")
+# Keys added after results were written, whose default (null) leaves a run as it was: hashed
+# only when set, so results written before them keep their hash.
+HASHED_WHEN_SET = ("train.diverge_factor",)
 
 
 def matches(stored_hash: str | None, cfg: DictConfig | Mapping[str, Any]) -> bool:
@@ -126,6 +129,10 @@ def config_hash(cfg: DictConfig | Mapping[str, Any],
     the order in which tricks are listed does not matter)."""
     data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     data = {k: v for k, v in data.items() if k not in exclude}
+    for key in HASHED_WHEN_SET:
+        head, _, leaf = key.partition(".")
+        if isinstance(data.get(head), dict) and data[head].get(leaf, 0) is None:
+            data[head] = {k: v for k, v in data[head].items() if k != leaf}
     for key in exclude:
         head, _, leaf = key.partition(".")
         if leaf and isinstance(data.get(head), dict) and leaf in data[head]:

@@ -32,7 +32,7 @@ from ablate.engine import run_io
 from ablate.engine.dist import (DistInfo, all_gather_object, barrier, broadcast_object, cleanup,
                                 init_distributed)
 from ablate.engine.setup import build
-from ablate.engine.trainer import NonFiniteLoss, Trainer
+from ablate.engine.trainer import Diverged, NonFiniteLoss, Trainer
 from ablate.errors import AblateError
 
 PRIMARY = {"classification": "top1", "yolo": "map", "rcnn": "map"}  # metrics.json primary_metric
@@ -120,6 +120,7 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
     built = trainer = None
     setup_time, resumed_from = 0.0, None
     status, reason, metrics, unexpected = "completed", None, {}, False
+    diverged: int | None = None
     try:
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         if dist.device.type == "cpu":
@@ -131,7 +132,8 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
         built = build(cfg, dist)
         setup_time = time.time() - started
         trainer = Trainer(built, dist, run_dir, seed=cfg.seed, eval_every=cfg.train.eval_every,
-                          log_every=cfg.train.log_every, extra_state={"config_hash": chash})
+                          log_every=cfg.train.log_every, extra_state={"config_hash": chash},
+                          diverge_factor=cfg.train.get("diverge_factor"))
         ckpt = run_io.load_checkpoint(trainer.ckpt_path) \
             if dist.is_main and trainer.ckpt_path.is_file() else None
         ckpt = broadcast_object(ckpt, dist.main_rank)
@@ -144,6 +146,8 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
             if dist.is_main:
                 run_io.emit("resume", epoch=resumed_from)
         metrics = trainer.fit()
+    except Diverged as e:
+        status, reason, diverged = "failed", str(e), e.iteration
     except NonFiniteLoss as e:
         status, reason = "failed", str(e)
     except Exception as e:  # noqa: BLE001  (any failure is recorded as the run's result)
@@ -182,6 +186,8 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
         "resumed_from_epoch": resumed_from,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if diverged is not None:
+        result["diverged"] = diverged  # the iteration: a result, the study goes on
     if dist.is_main:
         run_io.atomic_write_json(run_dir / "metrics.json", result)
         run_io.emit("done", status=status, reason=reason, metrics=result["metrics"])

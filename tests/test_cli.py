@@ -315,3 +315,22 @@ def test_killed_driver_leaves_no_dataloader_workers(results, tmp_path):
         assert _holders(run / "stdout.log") == []
     finally:
         _kill_tree(proc.pid)
+
+
+def test_a_diverged_run_is_a_result_and_the_study_goes_on(cli, results, fmnist_root):
+    """With train.diverge_factor a diverging row ends as "diverged at iteration N": the
+    next rows still run, the exit code is 0, the report prints it as failed, and the next
+    ``ablate run`` keeps it."""
+    args = _inproc(results, fmnist_root, "--only", "efficient,cosine", "--set",
+                   "train.diverge_factor=10", "--set", "optim.lr=1e30")
+    r = cli(*args)
+    out = results / "fmnist_refinements" / "smoke"
+    first = json.loads((out / "efficient/seed0/metrics.json").read_text())
+    assert r.code == 0, r.err
+    assert first["status"] == "failed" and first["reason"].startswith("diverged at iteration")
+    assert (out / "cosine/seed0/metrics.json").exists()
+    assert "DIVERGED (a result): diverged at iteration" in r.out + r.err
+    assert "| Efficient | failed |" in r.out
+    before = tree_snapshot(out / "efficient")
+    again = cli(*args)
+    assert again.code == 0 and tree_snapshot(out / "efficient") == before

@@ -28,7 +28,16 @@ from ablate.errors import AblateError
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """The loss is not finite (no divergence check configured): the run failed."""
+
+
+class Diverged(RuntimeError):
+    """The divergence check (``train.diverge_factor``) ended the run: a result, as the papers'
+    "failed" rows are."""
+
+    def __init__(self, iteration: int, why: str) -> None:
+        super().__init__(f"diverged at iteration {iteration}: {why}")
+        self.iteration = iteration
 
 
 def _timed(loader: Any, waited: list[float]):
@@ -51,6 +60,10 @@ class Trainer:
         seed: the run seed (epochs are seeded from it, per rank).
         eval_every: evaluate every N epochs (and always after the last).
         log_every: progress event and finiteness check every N iterations.
+        diverge_factor: with a number f, the loss checks (every ``log_every`` iterations and
+            at each epoch's end) end the run with ``Diverged`` when the epoch's mean loss so far
+            is not finite or exceeds f × the run's first check (its ``start_loss``); None: a
+            non-finite loss raises ``NonFiniteLoss``.
 
     Hooks (``built.hooks``, the tricks', then ``default_hooks``) see the trainer: ``state``,
     ``model``, ``row`` (the epoch's record), ``history``, ``last_metrics``; within an epoch
@@ -58,8 +71,8 @@ class Trainer:
     """
 
     def __init__(self, built: Built, dist: DistInfo, run_dir: Path, *, seed: int,
-                 eval_every: int = 1, log_every: int = 50, extra_state: dict | None = None
-                 ) -> None:
+                 eval_every: int = 1, log_every: int = 50, extra_state: dict | None = None,
+                 diverge_factor: float | None = None) -> None:
         self.b, self.dist, self.run_dir = built, dist, run_dir
         self.seed, self.eval_every, self.log_every = seed, eval_every, log_every
         self.state = TrainState(epochs=built.ctx.epochs, iters_per_epoch=built.ctx.iters_per_epoch,
@@ -71,6 +84,8 @@ class Trainer:
         self.images = 0
         self.extra_state = extra_state or {}
         self.last_metrics: dict[str, float] = {}
+        self.diverge_factor = diverge_factor
+        self.start_loss: float | None = None  # the mean loss at the run's first check
         self.row: dict[str, Any] = {}
         self.epoch_steps, self.lr, self.epoch_start = 0, 0.0, 0.0
         self.loss_sum = torch.zeros(())
@@ -102,7 +117,8 @@ class Trainer:
                 "train_time": self.train_time, "eval_time": self.eval_time,
                 "data_wait": self.data_wait, "images": self.images,
                 "iters_per_epoch": self.state.iters_per_epoch, "world_size": self.dist.world_size,
-                "last_metrics": self.last_metrics, **self.extra_state}
+                "last_metrics": self.last_metrics, "start_loss": self.start_loss,
+                **self.extra_state}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Resume from ``ckpt``, possibly written by another number of processes: the global
@@ -124,6 +140,7 @@ class Trainer:
         self.images, self.last_metrics = ckpt["images"], dict(ckpt["last_metrics"])
         self.eval_time = ckpt["eval_time"]
         self.data_wait = ckpt.get("data_wait", 0.0)
+        self.start_loss = ckpt.get("start_loss")
 
     # --- loop -------------------------------------------------------------------------
     def set_lr(self) -> float:
@@ -181,9 +198,27 @@ class Trainer:
                 "data_wait_share": waited[0] / dt if dt > 0 else 0.0}
 
     def check_finite(self) -> None:
-        if not math.isfinite(float(self.loss_sum)):
-            raise NonFiniteLoss(f"non-finite loss in epoch {self.state.epoch + 1} by iteration "
-                                f"{self.state.iteration}")
+        """The loss checks (see ``diverge_factor``) on the epoch's mean loss so far."""
+        st, steps = self.state, self.epoch_steps
+        loss = float(self.loss_sum) / max(steps, 1)
+        if self.diverge_factor is not None and self.dist.world_size > 1:
+            # every rank decides alike (a rank that stopped alone would leave the others
+            # waiting in the next collective)
+            total = float(all_reduce_sum(self.loss_sum.clone()))
+            loss = total / max(steps * self.dist.world_size, 1)
+        if not math.isfinite(loss):
+            if self.diverge_factor is not None:
+                raise Diverged(st.iteration, f"non-finite loss in epoch {st.epoch + 1}")
+            raise NonFiniteLoss(f"non-finite loss in epoch {st.epoch + 1} by iteration "
+                                f"{st.iteration}")
+        if self.diverge_factor is None or not steps:
+            return
+        if self.start_loss is None:
+            self.start_loss = loss
+        elif loss > self.diverge_factor * self.start_loss:
+            raise Diverged(st.iteration, f"mean loss {loss:.4g} in epoch {st.epoch + 1}, over "
+                                         f"{self.diverge_factor:g} × its start "
+                                         f"{self.start_loss:.4g}")
 
     def evaluate(self) -> dict[str, float]:
         """Evaluate on the eval loader; a dict of loaders (e.g. one per input size, Det-T5)

@@ -24,6 +24,7 @@ RULES: dict[str, tuple[type, float | None, float | None, bool]] = {
     "train.eval_batch_size": (int, 1, None, False),
     "train.eval_every": (int, 1, None, False),
     "train.log_every": (int, 1, None, False),
+    "train.diverge_factor": (float, 1, None, True),
     "train.threads": (int, 0, None, False),
     "train.bn_group_size": (int, 1, None, True),
     "train.channels_last": (bool, None, None, False),

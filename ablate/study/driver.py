@@ -484,9 +484,11 @@ def decide(plan: RunPlan, force: bool) -> None:
                 problem = f"its checkpoint belongs to another config ({ck_hash} ≠ {plan.hash})"
     if problem is not None:
         plan.action, plan.reason = ("rerun" if force else "refuse"), problem
-    elif metrics is not None and metrics["status"] == COMPLETED:
+    elif metrics is not None and (metrics["status"] == COMPLETED
+                                  or metrics.get("diverged") is not None):
         plan.action, plan.result = ("rerun", {}) if force else ("skip", metrics)
-        plan.reason = "completed" if not force else "--force"
+        plan.reason = ("--force" if force else "completed" if metrics["status"] == COMPLETED
+                       else f"diverged before (a result): {metrics.get('reason')}")
     elif metrics is not None:
         plan.action, plan.reason = "rerun", f"failed before: {metrics.get('reason')}"
     else:

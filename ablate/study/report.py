@@ -52,6 +52,7 @@ class Row:
     delta: float | None = None
     cum_delta: float | None = None
     ref: dict[str, float] = field(default_factory=dict)
+    ref_failed: list[str] = field(default_factory=list)  # the paper's "failed" cells
     ref_delta: float | None = None
     ref_cum_delta: float | None = None
     wall_time_s: float | None = None
@@ -135,7 +136,7 @@ def build_report(study: Study, results_dir: Path, scale: str) -> Report:
                   else "partial" if done else "broken" if broken else "failed" if failed
                   else "interrupted" if interrupted else "not run")
         row = Row(s.id, s.label, s.parent, s.root, status, ref=dict(s.ref),
-                  seeds=sorted(int(r.get("seed", 0)) for r in done), base=s.base or s.id,
+                  ref_failed=list(s.ref_failed), seeds=sorted(int(r.get("seed", 0)) for r in done), base=s.base or s.id,
                   column=s.column)
         for m in study.metrics:
             vals = [float(r["metrics"][m]) for r in done if m in r.get("metrics", {})]
@@ -253,6 +254,10 @@ def _ours(row: Row, m: str) -> str:
 TIME_UNITS = {"total": ("h", 3600.0), "total_min": ("min", 60.0), "per_epoch": ("min/epoch", 60.0)}
 
 
+def _ref(row: Row, m: str) -> str:
+    return "failed" if m in row.ref_failed else _num(row.ref.get(m))
+
+
 def _time(report: Report, row: Row) -> str:
     seconds = row.epoch_time_s if report.time == "per_epoch" else row.wall_time_s
     return _num(None if seconds is None else seconds / TIME_UNITS[report.time][1])
@@ -261,7 +266,7 @@ def _time(report: Report, row: Row) -> str:
 def _cells(report: Report, rows: list[Row], prefix: str = "") -> tuple[list[str], list[list[str]]]:
     """Header and cells of one column of the table (the whole table without columns)."""
     m = report.metric
-    has_ref = any(r.ref for r in rows)
+    has_ref = any(r.ref or r.ref_failed for r in rows)
     chained = any(r.parent for r in rows)  # rows that each stand alone have no Δ to show
     deltas = ["Δ", "cum Δ"] if chained else []
     head = [f"{prefix}{m}", *deltas] + [f"{prefix}{x}" for x in report.metrics if x != m]
@@ -280,9 +285,9 @@ def _cells(report: Report, rows: list[Row], prefix: str = "") -> tuple[list[str]
         if report.time:
             line += [_time(report, r)]
         if has_ref:
-            line += [_num(r.ref.get(m))]
+            line += [_ref(r, m)]
             line += [_num(r.ref_delta, True), _num(r.ref_cum_delta, True)] if chained else []
-            line += [_num(r.ref.get(x)) for x in report.metrics if x != m]
+            line += [_ref(r, x) for x in report.metrics if x != m]
             line += [_num(r.ref.get("time"))] if ref_time else []
         line += [str(len(r.seeds)) if r.status == "completed" else
                  f"{len(r.seeds)} ({r.status})"]
@@ -384,7 +389,8 @@ def to_csv(report: Report) -> str:
             w.writerow([r.id, r.label, r.column or "", r.parent or "", r.status, len(r.seeds),
                         m, _r(r.mean.get(m)), _r(r.std.get(m)),
                         _r(r.delta if primary else None), _r(r.cum_delta if primary else None),
-                        _r(r.ref.get(m)), _r(r.ref_delta if primary else None),
+                        "failed" if m in r.ref_failed else _r(r.ref.get(m)),
+                        _r(r.ref_delta if primary else None),
                         _r(r.ref_cum_delta if primary else None), _r(r.wall_time_s),
                         _r(r.epoch_time_s)])
     return buf.getvalue()

@@ -101,6 +101,9 @@ class Runner:
 
     def collect(self, plan: RunPlan, code: int, view: Any) -> bool:
         plan.result = read_metrics(plan.run_dir) or {}
+        if code == 0 and plan.result.get("diverged") is not None:
+            view.note(f"DIVERGED (a result): {plan.result.get('reason')}")
+            return True
         if code != 0 or plan.result.get("status") != COMPLETED:
             reason = failure_reason(plan.run_dir, code, plan.result)
             plan.result = {**plan.result, "status": FAILED, "reason": reason}
@@ -113,7 +116,8 @@ class Runner:
 
     def share(self, plan: RunPlan, view: Any) -> bool:
         src = source_dir(plan)
-        if isinstance(plan.source, RunPlan) and plan.source.result.get("status") != COMPLETED:
+        if isinstance(plan.source, RunPlan) and plan.source.result.get("status") != COMPLETED \
+                and plan.source.result.get("diverged") is None:
             plan.result = {"status": FAILED,
                            "reason": f"the run with the same config ({src}) failed"}
             view.note(f"FAILED: {plan.result['reason']}")

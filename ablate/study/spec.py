@@ -83,6 +83,7 @@ class StepSpec:
     set: dict[str, Any] = field(default_factory=dict)
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-scale ``set``
     ref: dict[str, float] = field(default_factory=dict)
+    ref_failed: tuple[str, ...] = ()  # metrics the paper reports as "failed" (no number)
     ref_delta: dict[str, float] = field(default_factory=dict)
     gpu_hours: float | None = None
     # a study with columns keys these by column: {"ref"|"ref_delta": {column: {metric: v}}}
@@ -103,6 +104,7 @@ class Step:
     scale_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     root: str = ""  # the first step of its chain (cumulative Δ)
     ref: dict[str, float] = field(default_factory=dict)
+    ref_failed: tuple[str, ...] = ()  # metrics the paper reports as "failed" (no number)
     ref_delta: dict[str, float] = field(default_factory=dict)
     gpu_hours: float | None = None  # the paper's GPU-hours for one full-scale run, if known
     base: str = ""  # the step id in the file (``<base>.<column>`` is the id with columns)
@@ -219,6 +221,14 @@ def _names(path: Path, where: str, value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _err(path, where, f"'{what}' must be a list of trick names")
     return tuple(value)
+
+
+def _refs(path: Path, where: str, value: Any, what: str
+          ) -> tuple[dict[str, float], tuple[str, ...]]:
+    """A step's ``ref``: numbers, or ``failed`` where the paper reports a run that failed."""
+    raw = _mapping(path, where, value, what)
+    failed = tuple(k for k, v in raw.items() if v == "failed")
+    return _numbers(path, where, {k: v for k, v in raw.items() if k not in failed}, what), failed
 
 
 def _numbers(path: Path, where: str, value: Any, what: str) -> dict[str, float]:
@@ -525,8 +535,9 @@ def _parse_steps(path: Path, raw_steps: Any, columns: list[str] = ()) -> list[St
                                        for k in ("ref", "ref_delta")},
                 column_gpu_hours=_column_gpu_hours(path, where, rs.get("gpu_hours"), columns)))
         else:
+            ref, failed = _refs(path, where, rs.get("ref"), "ref")
             steps.append(StepSpec(
-                **common, ref=_numbers(path, where, rs.get("ref"), "ref"),
+                **common, ref=ref, ref_failed=failed,
                 ref_delta=_numbers(path, where, rs.get("ref_delta"), "ref_delta"),
                 gpu_hours=_gpu_hours(path, where, rs.get("gpu_hours"))))
     return steps
@@ -589,7 +600,8 @@ def _resolve(path: Path, specs: list[StepSpec]) -> list[Step]:
                                 where=where, whose="the parent's", added_by="an ancestor"),
             overrides={**parent.overrides, **s.set},
             scale_overrides=_with_scales(parent.scale_overrides, s.scales), root=parent.root,
-            ref=s.ref, ref_delta=s.ref_delta, gpu_hours=s.gpu_hours, base=s.id)
+            ref=s.ref, ref_failed=s.ref_failed, ref_delta=s.ref_delta, gpu_hours=s.gpu_hours,
+            base=s.id)
         return done[s.id]
 
     return [visit(s, ()) for s in specs]

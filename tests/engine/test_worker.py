@@ -106,3 +106,45 @@ def test_non_finite_loss_is_recorded_as_failure(tmp_path, fmnist_root):
     result = run(config)
     assert result["status"] == "failed"
     assert result["reason"].startswith("non-finite loss in epoch 1 by iteration")
+
+
+def test_divergence_check_ends_the_run_as_a_result(tmp_path, fmnist_root):
+    config, cfg = make_run(tmp_path, fmnist_root, "optim.lr=1e6", "train.diverge_factor=10",
+                           tricks=())
+    result = run(config)
+    assert result["status"] == "failed"
+    assert result["reason"].startswith(f"diverged at iteration {result['diverged']}: ")
+    assert 1 <= result["diverged"] <= 12 and result["iterations"] == result["diverged"]
+    # without the key set, the hash is the one results written before it carry
+    plain = compose([f"data.root={fmnist_root}"])
+    assert config_hash(plain) != config_hash(cfg)
+    assert "diverge_factor" not in json.dumps(
+        {k: v for k, v in OmegaConf.to_container(plain)["train"].items() if v is not None})
+
+
+def test_the_loss_ratio_check_by_hand(tmp_path, fmnist_root):
+    from ablate.engine.dist import DistInfo
+    from ablate.engine.setup import build
+    from ablate.engine.trainer import Diverged, NonFiniteLoss
+
+    config, cfg = make_run(tmp_path, fmnist_root, tricks=())
+    trainer = Trainer(build(cfg, DistInfo()), DistInfo(), tmp_path, seed=0, diverge_factor=10)
+    trainer.state.iteration, trainer.epoch_steps = 4, 4
+    trainer.loss_sum = torch.tensor(8.0)  # mean 2.0: the run's first check sets the start
+    trainer.check_finite()
+    assert trainer.start_loss == 2.0 and trainer.state_dict()["start_loss"] == 2.0
+    trainer.loss_sum = torch.tensor(80.0)  # mean 20.0 = 10 × the start: not over it
+    trainer.check_finite()
+    trainer.state.iteration, trainer.loss_sum = 9, torch.tensor(80.5)
+    with pytest.raises(Diverged, match=r"^diverged at iteration 9: mean loss 20.12 in epoch 1, "
+                                       r"over 10 × its start 2$") as e:
+        trainer.check_finite()
+    assert e.value.iteration == 9
+    trainer.loss_sum = torch.tensor(float("nan"))
+    with pytest.raises(Diverged, match="^diverged at iteration 9: non-finite loss in epoch 1$"):
+        trainer.check_finite()
+    trainer.diverge_factor = None  # off: a non-finite loss is a failure, ratios are not checked
+    with pytest.raises(NonFiniteLoss, match="^non-finite loss in epoch 1 by iteration 9$"):
+        trainer.check_finite()
+    trainer.loss_sum = torch.tensor(1e9)
+    trainer.check_finite()

@@ -166,3 +166,14 @@ def test_the_shipped_studies_carry_the_printed_deltas(tmp_path, name, notes):
     study = load_study(Path(__file__).resolve().parents[2] / "studies" / f"{name}.yaml")
     assert sum(bool(s.ref_delta) for s in study.steps) == len(study.steps) - 1
     assert build_report(study, tmp_path, "full").notes == notes
+
+
+def test_a_paper_failed_cell_is_printed_failed(tmp_path):
+    study = load_study(Path(__file__).resolve().parents[2] / "studies" / "megdet_coco.yaml")
+    rows = {r.id: r for r in build_report(study, tmp_path, "full").rows}
+    assert rows["b64_frozen"].ref_failed == ["map"] and rows["b64_frozen"].ref == {}
+    md = render(build_report(study, tmp_path, "full"), "md")
+    line = next(x for x in md.splitlines() if x.startswith("| batch 64, BN frozen (Meg-T2"))
+    assert line.split(" | ")[5] == "failed"
+    csv_text = render(build_report(study, tmp_path, "full"), "csv")
+    assert "b64_frozen,batch 64" in csv_text and ",map,,,,,failed," in csv_text

@@ -163,3 +163,12 @@ def test_only_unknown_step(tmp_path):
     s = load_study(write(tmp_path, BASE))
     with pytest.raises(AblateError, match="--only 'bsae': no such step"):
         plan_study(s, scale="full", seeds=[0], only=["bsae"], results_root=tmp_path)
+
+
+def test_a_paper_failed_cell(tmp_path):
+    """``ref: {map: failed}``: the paper reports the run as failed; no number, no Δ."""
+    p = tmp_path / "s.yaml"
+    p.write_text(BASE + "  - id: b\n    ref: {top1: failed, top5: 91.5}\n")
+    step = load_study(p).step("b")
+    assert step.ref == {"top5": 91.5} and step.ref_failed == ("top1",)
+    assert load_study(p).step("base").ref_failed == ()
