@@ -101,7 +101,7 @@ class Runner:
 
     def collect(self, plan: RunPlan, code: int, view: Any) -> bool:
         plan.result = read_metrics(plan.run_dir) or {}
-        if code == 0 and plan.result.get("diverged") is not None:
+        if plan.result.get("diverged") is not None:  # the worker's result, not a failure
             view.note(f"DIVERGED (a result): {plan.result.get('reason')}")
             return True
         if code != 0 or plan.result.get("status") != COMPLETED:

@@ -16,7 +16,11 @@ from tests.data.test_coco import make_coco_train_val
 
 STUDIES = ROOT / "studies"
 ROWS = ["b16_frozen", "b16_bn2", "b16_bn16", "b32_bn32", "b64_bn64", "b64_bn32", "b128_bn32",
-        "b256_bn32", "b16_bn16_long", "b256_bn32_long"]
+        "b256_bn32", "b16_bn16_long", "b256_bn32_long",
+        # Meg-T2 (frozen BN) and the rest of Meg-T3
+        "b32_frozen", "b64_frozen", "b64_frozen_half_lr", "b128_frozen_half_lr", "b2_bn2",
+        "b4_bn4", "b8_bn8", "b64_bn16", "b128_bn16", "b256_bn16", "b32_bn32_long",
+        "b64_bn32_long", "b128_bn32_long", "b256_bn16_long"]
 
 
 @pytest.fixture
@@ -39,9 +43,14 @@ def test_megdet_coco_plans_every_row_and_needs_its_backbone(cli, results, coco_r
     assert runs == ROWS
     assert "train.batch_size=256 train.bn_group_size=32" in r.out
     assert "schedule.milestones=[11,14,17]" in r.out and "schedule.factor=[0.1,0.1,0.5]" in r.out
-    # the paper's hours × GPUs of the ten rows: 33.2 × 8 + 45.6 × 8 + … + 9.4 × 64
-    assert r.out.splitlines()[-1] == ("10 runs: 10 to run; about 3,897 GPU-hours on the paper's "
-                                      "hardware (the full-scale runs to train)")
+    # the paper's hours × GPUs of the rows it timed: 33.2 × 8 + 45.6 × 8 + … + 5.4 × 128; the
+    # two failed rows have no time
+    assert r.out.splitlines()[-1] == ("24 runs: 24 to run; about 9,038 GPU-hours on the paper's "
+                                      "hardware (the full-scale runs to train, known for 22 of "
+                                      "the 24)")
+    # MegDet's warmup starts at the batch-16 rate; the half-LR rows halve the base LR
+    assert "optim.lr=0.01" in r.out and "tricks.warmup.start_factor=0.125" in r.out
+    assert "train.diverge_factor=10" in r.out
     assert tree_snapshot(results) == {}
 
 
