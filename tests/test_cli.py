@@ -126,6 +126,9 @@ def test_bad_values_exit_2_before_any_run_naming_step_and_key(cli, results, fmni
         ("tricks.warmup.epochs=3", "warmup of 3 epochs (12 iterations) is not shorter than "
                                    "training (8 iterations)"),
         ("tricks.warmup.epochs=five", "tricks.warmup.epochs='five': must be a number"),
+        ("model.init=cod", "model.init='cod': must be one of code, paper, torchvision (did you "
+                           "mean 'code'?)"),
+        ("train.diverge_factor=0.5", "train.diverge_factor=0.5: must be >= 1 (or null)"),
     ]:
         for dry in ((), ("--dry-run",)):
             r = cli(*_inproc(results, fmnist_root, "--set", override, *dry))

@@ -11,9 +11,11 @@ What every rank shares and what it draws on its own:
   ranks take the same number of steps. The union of the ranks' step-i batches is the same set of
   images whatever the world size (when no padding was needed), so a global batch means the same
   thing on 1 or 8 processes. Evaluation shards without padding: each image is scored once;
-- augmentation and batch transforms (crops, flips, mixup's λ): drawn from the global RNG,
-  seeded per (seed, epoch, rank) by :func:`epoch_seed`, so ranks draw different values (as
-  per-GPU pipelines do) and a resumed run replays the same draws — on the same world size;
+- augmentation and batch transforms (crops, flips): drawn from the global RNG, seeded per
+  (seed, epoch, rank) by :func:`epoch_seed`, so ranks draw different values (as per-GPU
+  pipelines do) and a resumed run replays the same draws — on the same world size. A draw that
+  must be one per optimizer step on every rank (classification mixup's λ) is keyed by (seed,
+  iteration) instead (``TrainState.seed``);
 - BatchNorm running statistics: each rank updates its own from its batch; DDP overwrites them
   with rank 0's before every training forward, and :func:`sync_buffers` does the same before
   evaluation and checkpoints, so every rank evaluates exactly the model that is saved.
@@ -131,8 +133,8 @@ def cleanup() -> None:
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """A distinct, reproducible seed for each (run seed, epoch, rank).
 
-    Resuming at an epoch boundary replays exactly the same augmentation and mixup draws on the
-    same world size. On another world size the ranks (and their batches) differ, so the draws
+    Resuming at an epoch boundary replays exactly the same augmentation draws on the same world
+    size. On another world size the ranks (and their batches) differ, so the draws
     do too: the data order and the global batches stay the same, the random transforms do not.
     """
     return (seed * 1_000_003 + epoch * 10_007 + rank) % (2**63 - 1)

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.errors import AblateError
+from ablate.errors import AblateError, did_you_mean
 
 # key: (kind, minimum, maximum, may be null); float accepts integers, int refuses booleans
 RULES: dict[str, tuple[type, float | None, float | None, bool]] = {
@@ -75,6 +75,13 @@ def check_values(cfg: Any) -> None:
         found, value = _get(cfg, key)
         if found:
             check_value(key, value)
+    found, init = _get(cfg, "model.init")
+    if found:
+        from ablate.models.init import INITS
+
+        if init not in INITS:
+            raise AblateError(f"model.init={init!r}: must be one of {', '.join(INITS)}"
+                              f"{did_you_mean(str(init), INITS)}")
     sched = cfg.get("schedule") or {}
     for key in ("milestones", "factor"):
         value = _plain(sched.get(key))

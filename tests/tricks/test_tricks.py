@@ -151,6 +151,22 @@ def test_unknown_trick_suggests_and_task_mismatch():
         check_tricks(["zero_gamma"], "yolo")
 
 
+def test_augmentation_colour_mode_reaches_the_transform_and_is_checked():
+    from ablate.data.pipelines.transforms import YoloAugment, plain_resize
+    from ablate.engine.types import DataContext
+
+    ctx = DataContext("yolo", 10)
+    (default,) = build_tricks({"data_augmentation": {}}, "yolo")
+    (clamped,) = build_tricks({"data_augmentation": {"color": "clamped"}}, "yolo")
+    assert default.describe() == {"color": "gluoncv"}
+    assert default.sample_transform(plain_resize, ctx).color_mode == "gluoncv"
+    aug = clamped.sample_transform(plain_resize, ctx)
+    assert type(aug) is YoloAugment and aug.color_mode == "clamped"
+    with pytest.raises(AblateError, match=r"^tricks.data_augmentation.color='hsv': must be one "
+                                          r"of gluoncv, clamped$"):
+        build_tricks({"data_augmentation": {"color": "hsv"}}, "yolo")
+
+
 def test_conflicting_tricks(monkeypatch):
     class A(Trick):
         name, conflicts = "_a", ("_b",)
