@@ -33,7 +33,18 @@ LEGACY_NON_SEMANTIC = ("launcher", "paths", "optim.impl", "train.compile",
                        "train.cudnn_benchmark")
 # Keys added after results were written, whose default (null) leaves a run as it was: hashed
 # only when set, so results written before them keep their hash.
-HASHED_WHEN_SET = ("train.diverge_factor",)
+HASHED_WHEN_SET = ("train.diverge_factor", "model.rpn.smoothl1_beta", "model.rpn.allowed_border",
+                   "model.rpn.neg_pos_ub", "model.rcnn.box_loss")
+
+
+def _drop_null(data: dict[str, Any], path: list[str]) -> dict[str, Any]:
+    """``data`` without the key at ``path`` when its value is null (copies along the path)."""
+    head, rest = path[0], path[1:]
+    if not rest:
+        return {k: v for k, v in data.items() if k != head} if data.get(head, 0) is None else data
+    if not isinstance(data.get(head), dict):
+        return data
+    return {**data, head: _drop_null(data[head], rest)}
 
 
 def matches(stored_hash: str | None, cfg: DictConfig | Mapping[str, Any]) -> bool:
@@ -130,9 +141,7 @@ def config_hash(cfg: DictConfig | Mapping[str, Any],
     data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     data = {k: v for k, v in data.items() if k not in exclude}
     for key in HASHED_WHEN_SET:
-        head, _, leaf = key.partition(".")
-        if isinstance(data.get(head), dict) and data[head].get(leaf, 0) is None:
-            data[head] = {k: v for k, v in data[head].items() if k != leaf}
+        data = _drop_null(data, key.split("."))
     for key in exclude:
         head, _, leaf = key.partition(".")
         if leaf and isinstance(data.get(head), dict) and leaf in data[head]:

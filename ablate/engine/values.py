@@ -82,6 +82,7 @@ def check_values(cfg: Any) -> None:
         if init not in INITS:
             raise AblateError(f"model.init={init!r}: must be one of {', '.join(INITS)}"
                               f"{did_you_mean(str(init), INITS)}")
+    _check_model_options(cfg)
     sched = cfg.get("schedule") or {}
     for key in ("milestones", "factor"):
         value = _plain(sched.get(key))
@@ -92,6 +93,20 @@ def check_values(cfg: Any) -> None:
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise AblateError(f"schedule.{key}={value!r}: must be non-negative numbers")
+
+
+def _check_model_options(cfg: Any) -> None:
+    """A model whose builder has ``check_options`` checks its own options (Faster R-CNN's
+    RPN and RCNN head options, its box loss) without being built."""
+    import ablate.models  # noqa: F401  (registers the models)
+    from ablate.registry import MODELS
+
+    model = _plain(cfg.get("model"))
+    if not isinstance(model, dict) or model.get("name") not in MODELS:
+        return
+    check = getattr(MODELS.get(model["name"]), "check_options", None)
+    if check is not None:
+        check(**{k: v for k, v in model.items() if k != "name"})
 
 
 def _plain(value: Any) -> Any:

@@ -13,6 +13,7 @@ from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from ablate.errors import AblateError
+from ablate.models.box_losses import build_box_loss
 from ablate.models.faster_rcnn import box_weights, build_faster_rcnn, rcnn_loss, rpn_loss
 from ablate.registry import TASKS
 from ablate.tasks.rcnn import RCNNTask, soft_class_targets, to_original
@@ -122,7 +123,7 @@ def test_rois_keep_their_box_weight_and_soft_target_through_sampling():
                                [60.0, 60.0, 70.0, 70.0],  # background
                                [0.0, 30.0, 10.0, 40.0]])]  # background
     m = tiny(rcnn={"batch": 128}).train()
-    props, labels, _, weights, soft = m.roi_heads.sample(proposals, [target])
+    props, labels, _, weights, soft, gt = m.roi_heads.sample(proposals, [target])
     # everything is sampled (2 + 2 GT boxes appended as proposals, 2 background)
     got = sorted(zip(props[0].tolist(), labels.tolist(), weights.tolist(), soft.tolist()))
     want = sorted([([0.0, 0.0, 10.0, 11.0], 1, 0.25, fg[0].tolist()),
@@ -133,11 +134,17 @@ def test_rois_keep_their_box_weight_and_soft_target_through_sampling():
                    ([0.0, 30.0, 10.0, 40.0], 0, 1.0, bg.tolist())])
     assert len(got) == 6 and all(g[:3] == w[:3] and g[3] == pytest.approx(w[3])
                                  for g, w in zip(got, want))
+    assert gt is None  # smooth L1 works on the deltas
+    m.roi_heads.box_loss = build_box_loss({"name": "giou"})
+    props, labels, _, _, _, gt = m.roi_heads.sample(proposals, [target])
+    for box, lab, g in zip(props[0].tolist(), labels.tolist(), gt.tolist()):
+        if lab > 0:  # each positive carries its matched ground-truth box, for the decoded loss
+            assert g == GT["boxes"][lab - 1].tolist(), (box, lab, g)
     # random subsamples of 2 RoIs (1 positive at most): each keeps its own weight
     m = tiny(rcnn={"batch": 2, "pos_fraction": 0.5}).train()
     for seed in range(8):
         torch.manual_seed(seed)
-        props, labels, _, weights, _ = m.roi_heads.sample(proposals, [target])
+        props, labels, _, weights, _, _ = m.roi_heads.sample(proposals, [target])
         assert len(labels) == 2 and (labels > 0).sum() == 1
         for p, lab, w in zip(props[0], labels.tolist(), weights.tolist()):
             near_box0 = p[2] <= 10.0
