@@ -34,7 +34,8 @@ LEGACY_NON_SEMANTIC = ("launcher", "paths", "optim.impl", "train.compile",
 # Keys added after results were written, whose default (null) leaves a run as it was: hashed
 # only when set, so results written before them keep their hash.
 HASHED_WHEN_SET = ("train.diverge_factor", "model.rpn.smoothl1_beta", "model.rpn.allowed_border",
-                   "model.rpn.neg_pos_ub", "model.rcnn.box_loss")
+                   "model.rpn.neg_pos_ub", "model.rcnn.box_loss", "data.train_scales",
+                   "data.train_scale_mode")
 
 
 def _drop_null(data: dict[str, Any], path: list[str]) -> dict[str, Any]:

@@ -52,7 +52,7 @@ from ablate.data.loading import DataPlugins
 from ablate.data.pipelines.classification import (EvalTransform, ImageFolderLoader,
                                                   ImageFolderSplit, TrainTransform)
 from ablate.data.pipelines.detection import build_detection_loaders, eval_sizes
-from ablate.data.pipelines.rcnn import build_rcnn_loaders, check_scale
+from ablate.data.pipelines.rcnn import build_rcnn_loaders, check_scale, check_train_scales
 from ablate.data.pipelines.tensors import InMemoryLoader, random_crop_flip
 from ablate.errors import AblateError
 from ablate.typed import forwards_to
@@ -205,20 +205,30 @@ def _loaders(train: Dataset, test: Dataset, /, *, batch_size: int,
              plugins: DataPlugins = DataPlugins(), rank: int = 0, world_size: int = 1,
              seed: int = 0, device: Any = "cpu", channels_last: bool = False,
              pipeline: str = "yolo", short_side: int = 600, max_side: int = 1000,
-             decode: str = "worker"):
+             decode: str = "worker", train_scales: Any = None, train_scale_mode: Any = None):
     """Common tail of the three builds: the pipeline options every detection source takes."""
     train, test = _first(train, train_subset), _first(test, test_subset)
     common = dict(batch_size=batch_size, eval_batch_size=eval_batch_size, plugins=plugins,
                   rank=rank, world_size=world_size, seed=seed, num_workers=int(num_workers),
                   device=device, channels_last=channels_last, decode=decode)
     if pipeline == "rcnn":
-        return build_rcnn_loaders(train, test, scale=check_scale(short_side, max_side), **common)
+        return build_rcnn_loaders(train, test, scale=check_scale(short_side, max_side),
+                                  train_scales=train_scales, train_scale_mode=train_scale_mode,
+                                  **common)
+    _no_train_scales(train_scales, train_scale_mode)
     return build_detection_loaders(train, test, train_size=int(train_size), eval_size=eval_size,
                                    **common)
 
 
+def _no_train_scales(train_scales: Any, train_scale_mode: Any) -> None:
+    if train_scales is not None or train_scale_mode is not None:
+        raise AblateError("data.train_scales and data.train_scale_mode are for the rcnn "
+                          "pipeline (the yolo pipeline's random_shapes trick draws its sides)")
+
+
 def _check_eval(eval_size: Any, metric: str, pipeline: str = "yolo", short_side: Any = 600,
-                max_side: Any = 1000, decode: Any = "worker") -> None:
+                max_side: Any = 1000, decode: Any = "worker", train_scales: Any = None,
+                train_scale_mode: Any = None) -> None:
     """Input sizes of the pipeline, the metric name and the decode mode, checked before any
     training."""
     from ablate.tasks.yolo import voc_metric_name
@@ -226,8 +236,10 @@ def _check_eval(eval_size: Any, metric: str, pipeline: str = "yolo", short_side:
     decode_mode(decode, "detection")
     if pipeline == "rcnn":
         check_scale(short_side, max_side)
+        check_train_scales(train_scales, train_scale_mode)
     else:
         eval_sizes(eval_size)
+        _no_train_scales(train_scales, train_scale_mode)
     if metric != "coco":
         voc_metric_name(metric)
 
@@ -255,11 +267,13 @@ def build_voc_loaders(*, root: str, train_sets: Sequence = DEFAULT_SETS,
 def check_voc(*, root: str, train_sets: Sequence = DEFAULT_SETS,
               test_set: Sequence = ("2007", "test"), eval_size: Any = 416, metric: str = "voc07",
               pipeline: str = "yolo", short_side: Any = 600, max_side: Any = 1000,
-              decode: Any = "worker", keep_difficult: bool = True, deep: bool = False) -> int:
+              decode: Any = "worker", keep_difficult: bool = True, deep: bool = False,
+              train_scales: Any = None, train_scale_mode: Any = None) -> int:
     """Fail early when the devkit, a year's folders or an image-set file is missing; with
     ``deep`` (``ablate data prepare``) also parse every annotation (sizes, classes, boxes).
     Returns the number of training ids listed (an upper bound of the training images)."""
-    _check_eval(eval_size, metric, pipeline, short_side, max_side, decode)
+    _check_eval(eval_size, metric, pipeline, short_side, max_side, decode, train_scales,
+                train_scale_mode)
     devkit = resolve_devkit(root)
     for year, split in _pairs(test_set):
         read_image_set(devkit, year, split)
@@ -285,11 +299,13 @@ def build_coco_loaders(*, root: str, train_set: str = "train2017", test_set: str
 def check_coco(*, root: str, train_set: str = "train2017", test_set: str = "val2017",
                eval_size: Any = 416, metric: str = "coco", pipeline: str = "yolo",
                short_side: Any = 800, max_side: Any = 1333, decode: Any = "worker",
-               deep: bool = False) -> None:
+               deep: bool = False, train_scales: Any = None, train_scale_mode: Any = None
+               ) -> None:
     """Fail early when an annotation file or image folder is missing (without reading the
     json: train2017's is ~450 MB); with ``deep`` (``ablate data prepare``) also read both
     annotation files and every box in them."""
-    _check_eval(eval_size, metric, pipeline, short_side, max_side, decode)
+    _check_eval(eval_size, metric, pipeline, short_side, max_side, decode, train_scales,
+                train_scale_mode)
     base = Path(root)
     paths = [base]
     for split in (train_set, test_set):
@@ -333,10 +349,12 @@ def check_fashion_scenes(*, cache_dir: str | None = None, num_train: int = 2000,
                          max_size: int = 192, fmnist_root: str | None = None,
                          train_set: str = "train", test_set: str = "test", eval_size: Any = 160,
                          metric: str = "voc07", pipeline: str = "yolo", short_side: Any = 128,
-                         max_side: Any = 213, decode: Any = "worker") -> int:
+                         max_side: Any = 213, decode: Any = "worker",
+                         train_scales: Any = None, train_scale_mode: Any = None) -> int:
     """Build the scenes now if needed (seconds): a missing Fashion-MNIST fails before training.
     Returns the number of training scenes."""
-    _check_eval(eval_size, metric, pipeline, short_side, max_side, decode)
+    _check_eval(eval_size, metric, pipeline, short_side, max_side, decode, train_scales,
+                train_scale_mode)
     for split in (train_set, test_set):
         if split not in ("train", "test"):
             raise AblateError(f"FashionScenes has no split '{split}' (use 'train' or 'test')")

@@ -39,7 +39,7 @@ class DataAugmentation(Trick):
         from ablate.data.pipelines.transforms import PlainResize, YoloAugment
 
         if type(transform) is RcnnResize:  # the rcnn pipeline's resize: add the flip
-            return RcnnResize(flip=True)
+            return transform.flipping()
         if type(transform) is PlainResize:  # the yolo pipeline's square resize
             return YoloAugment(color_mode=self.color)
         raise AblateError(f"data_augmentation has no augmentation for the training transform "

@@ -74,19 +74,27 @@ def test_yolo_batches_equal_the_worker_path(scenes):
     assert sizes == {96, 128}
 
 
-def test_rcnn_batches_equal_the_worker_path(scenes):
+@pytest.mark.parametrize("train_scales", [None, [[84, 160], [116, 160]]])
+def test_rcnn_batches_equal_the_worker_path(scenes, train_scales):
     train, test = (fashion_scenes_dataset(scenes, s) for s in ("train", "test"))
     runs = {}
     for decode in ("worker", "device"):
         plugins = trick_plugins("rcnn", {"data_augmentation": {}, "mixup": {}})
         tr, ev = build_rcnn_loaders(train, test, batch_size=3, scale=(100, 160),
-                                    plugins=plugins, decode=decode)
+                                    plugins=plugins, decode=decode, train_scales=train_scales,
+                                    train_scale_mode="range" if train_scales else None)
         runs[decode] = _batches(tr, (0,)), _batches(ev, (0,))
     _assert_same(runs["worker"][0], runs["device"][0])
     _assert_same(runs["worker"][1], runs["device"][1])
     batch = runs["device"][0][0]
     assert batch["image"].shape[-2] % 32 == 0 and batch["image"].shape[-1] % 32 == 0
-    assert (batch["image_sizes"][:, 0] == 100).any()  # a shorter side resized to 100
+    shorts = {int(min(hw)) for hw in batch["image_sizes"]}
+    if train_scales is None:
+        assert 100 in shorts  # a shorter side resized to 100
+    else:  # randint(84, 116) per image (or less where the longer side caps at 160)
+        assert all(s <= 116 for s in shorts) and shorts != {100}
+    assert {int(min(hw)) for b in runs["device"][1] for hw in b["image_sizes"]} <= set(
+        range(50, 101))  # evaluation at the fixed scale (short 100, long at most 160)
 
 
 class Files(Dataset):

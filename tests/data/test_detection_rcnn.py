@@ -8,8 +8,9 @@ import torch
 from omegaconf import OmegaConf
 
 from ablate.config import compose
-from ablate.data.pipelines.rcnn import (build_rcnn_loaders, check_scale, collate_padded,
-                                        rcnn_eval_resize, rcnn_resize, rcnn_size)
+from ablate.data.pipelines.rcnn import (RcnnResize, build_rcnn_loaders, check_scale,
+                                        check_train_scales, collate_padded, rcnn_eval_resize,
+                                        rcnn_resize, rcnn_size)
 from ablate.data.loading import IMAGENET_MEAN, IMAGENET_STD
 from ablate.errors import AblateError
 from ablate.registry import DATASETS
@@ -50,6 +51,53 @@ def test_resize_scales_boxes_and_flip_mirrors_them():
     assert seen == {"kept", "flipped"}
     _, te = rcnn_eval_resize(image, target, out_size=(20, 100))
     assert te["orig_boxes"].tolist() == [[2.0, 3.0, 6.0, 8.0]]
+
+
+def test_multi_scale_training_draws_one_scale_an_image():
+    image = torch.zeros(3, 10, 20, dtype=torch.uint8)
+    target = {"boxes": torch.tensor([[2.0, 3.0, 6.0, 8.0]]), "labels": torch.tensor([4])}
+    # value mode: one of the listed (short, max_side) pairs, uniformly; the ratio is kept
+    value = RcnnResize(scales=[[20, 100], [30, 100], [40, 60]], mode="value")
+    got = {}
+    for seed in range(60):
+        out, t = value(image, target, out_size=(999, 9999),  # the fixed scale is not used
+                       generator=torch.Generator().manual_seed(seed))
+        got[tuple(out.shape[1:])] = t["boxes"].tolist()
+    # 40 / 10 would make the long side 80 > 60: capped, scale 3 → (30, 60), as (30, 100)
+    assert got == {(20, 40): [[4.0, 6.0, 12.0, 16.0]], (30, 60): [[6.0, 9.0, 18.0, 24.0]]}
+    # range mode: short ~ randint(4, 6), max ~ randint(100, 100), bounds included
+    ranged = RcnnResize(scales=[[4, 100], [6, 100]], mode="range")
+    sides = {ranged.scale(torch.Generator().manual_seed(seed)) for seed in range(40)}
+    assert sides == {(4, 100), (5, 100), (6, 100)}
+    # the same draws give the same scale; the flip of data_augmentation keeps the scales
+    flipping = value.flipping()
+    assert flipping.flip and flipping.scales == value.scales and flipping.mode == "value"
+    aug = trick_plugins("rcnn", {"data_augmentation": {}}).transform(ranged)
+    assert aug.flip and aug.scales == ((4, 100), (6, 100)) and aug.mode == "range"
+
+
+def test_multi_scale_loader_trains_at_the_drawn_scales_and_evaluates_at_the_fixed_one():
+    tr, ev = build_rcnn_loaders(Toy(), Toy(), batch_size=2, scale=(32, 100),
+                                train_scales=[[24, 100], [40, 100], [48, 100]], **RUN)
+    shorts = [int(min(hw)) for epoch in range(3) if not tr.set_epoch(epoch)
+              for b in tr for hw in b["image_sizes"]]  # (Toy's sides are at most 1:2)
+    assert set(shorts) == {24, 40, 48}
+    assert {int(min(hw)) for b in ev for hw in b["image_sizes"]} == {32}
+
+
+def test_train_scales_checked():
+    assert check_train_scales(None, None) is None
+    assert check_train_scales([[640, 1333], [800, 1333]], "range") == ((640, 1333), (800, 1333))
+    for scales, mode, message in [
+        ([[800, 1333], [640, 1333]], "range", r"range lo \[800, 1333\] > hi \[640, 1333\]"),
+        ([[640, 1333]], "range", "takes two pairs"),
+        ([[640, 1333]], "ranges", "data.train_scale_mode='ranges': must be one of value, range"),
+        ([[1333, 640]], "value", "has max_side < short_side"),
+        ([640, 1333], "value", "must be a list of \\[short_side, max_side\\] pairs"),
+        ([], None, "must be a list"),
+    ]:
+        with pytest.raises(AblateError, match=message):
+            check_train_scales(scales, mode)
 
 
 def test_collate_pads_to_a_multiple_of_32():

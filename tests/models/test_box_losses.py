@@ -166,11 +166,14 @@ def test_bad_box_loss_options(spec, message):
     ("model.rcnn.box_loss={name:iou,weight:-1}", "model.rcnn.box_loss.weight=-1: must be"),
     ("model.rpn.smoothl1_beta=-0.1", "model.rpn.smoothl1_beta=-0.1: must be >= 0"),
     ("model.rpn.allowed_border=-2", "model.rpn.allowed_border=-2: must be >= 0, or -1"),
+    ("data.train_scales=[[800,1000],[600,1000]] data.train_scale_mode=range",
+     "data.train_scales: range lo [800, 1000] > hi [600, 1000]"),
 ])
 def test_bad_head_options_exit_2_before_training(cli, results, data_root, override,  # noqa: F811
                                                  message):
     study = ROOT / "studies" / "faster_rcnn_voc.yaml"
-    r = cli("run", study, "--dry-run", "--results", results, "--set", override)
+    sets = [x for o in override.split() for x in ("--set", o)]
+    r = cli("run", study, "--dry-run", "--results", results, *sets)
     assert r.code == 2, r.out + r.err
     assert r.err.startswith(f"error: {study}: step 'no_aug': {message}"), r.err
     assert not results.exists()

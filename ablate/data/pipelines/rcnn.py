@@ -19,6 +19,13 @@ The resize is GluonCV's ``resize_short_within`` (``rcnn_size``): scale = short /
 unless round(scale · max(h, w)) > max_side, then scale = max_side / max(h, w); the new sides are
 round(h · scale), round(w · scale); bilinear (cv2 INTER_LINEAR, no antialiasing); boxes scale by
 (new w / w, new h / h).
+
+Multi-scale training (the MMDetection benchmark's Table 8): ``data.train_scales`` lists
+``[short, max_side]`` pairs and each training image draws its own, keeping its aspect ratio;
+``data.train_scale_mode`` ``value`` (default) picks one pair uniformly, ``range`` takes two pairs
+``[lo, hi]`` and draws short ~ randint(lo_short, hi_short) and max_side ~ randint(lo_max,
+hi_max), bounds included (MMDetection's ``multiscale_mode``). The draw comes before the flip,
+from the image's generator; evaluation stays at ``short_side`` / ``max_side``.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from ablate.data.loading import IMAGENET_MEAN, IMAGENET_STD, DataPlugins
 from ablate.errors import AblateError
 
 SIZE_DIVISIBLE = 32  # torchvision's padding multiple (a stride-32 FPN level lines up)
+SCALE_MODES = ("value", "range")
 
 
 def rcnn_size(height: int, width: int, short: int, max_side: int) -> tuple[int, int]:
@@ -48,15 +56,34 @@ def rcnn_size(height: int, width: int, short: int, max_side: int) -> tuple[int, 
 
 class RcnnResize(SampleTransform):
     """Resize (``rcnn_size``) and, with ``flip``, flip horizontally with probability 0.5
-    (x1' = w − x2, x2' = w − x1); called with ``out_size=(short, max_side)``; the flip draws
-    from ``generator`` (else the global RNG)."""
+    (x1' = w − x2, x2' = w − x1); called with ``out_size=(short, max_side)``, or drawing it
+    from ``scales`` (``[(short, max_side), …]``, ``mode`` value or range: module docstring);
+    the draws come from ``generator`` (else the global RNG)."""
 
-    def __init__(self, flip: bool = False) -> None:
+    def __init__(self, flip: bool = False, scales: Sequence[Sequence[int]] | None = None,
+                 mode: str = "value") -> None:
         self.flip = bool(flip)
+        self.scales = tuple(tuple(int(v) for v in pair) for pair in scales) if scales else None
+        self.mode = mode
+
+    def flipping(self) -> "RcnnResize":
+        """This resize with the horizontal flip (the ``data_augmentation`` trick's)."""
+        return RcnnResize(True, self.scales, self.mode)
+
+    def scale(self, generator: torch.Generator | None = None) -> tuple[int, int]:
+        """A training image's ``(short, max_side)`` drawn from ``scales``."""
+        assert self.scales is not None
+        if self.mode == "value":
+            return self.scales[int(torch.randint(len(self.scales), (), generator=generator))]
+        (lo_short, lo_max), (hi_short, hi_max) = self.scales
+        short = int(torch.randint(lo_short, hi_short + 1, (), generator=generator))
+        return short, int(torch.randint(lo_max, hi_max + 1, (), generator=generator))
 
     def draw(self, height: int, width: int, target: dict[str, Any], *,
              out_size: Sequence[int], generator: torch.Generator | None = None
              ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self.scales is not None:
+            out_size = self.scale(generator)
         short, max_side = (int(s) for s in out_size)
         h, w = int(height), int(width)
         nh, nw = rcnn_size(h, w, short, max_side)
@@ -114,6 +141,37 @@ def collate_padded(samples: Sequence[tuple[torch.Tensor, dict[str, Any]]], with_
     return collate_detection(samples, with_gt=with_gt, size_divisible=size_divisible)
 
 
+def check_train_scales(scales: Any, mode: Any) -> tuple[tuple[int, int], ...] | None:
+    """``data.train_scales`` as ``((short, max_side), …)`` (None: the fixed scale), checked
+    against ``data.train_scale_mode``, or an ``AblateError`` naming the key."""
+    mode = "value" if mode is None else mode
+    if mode not in SCALE_MODES:
+        raise AblateError(f"data.train_scale_mode={mode!r}: must be one of "
+                          f"{', '.join(SCALE_MODES)}")
+    if scales is None:
+        return None
+    pairs = list(scales) if isinstance(scales, (list, tuple)) else None
+    ok = bool(pairs) and all(isinstance(p, (list, tuple)) and len(p) == 2 and
+                             all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                 for v in p) for p in pairs)
+    if not ok:
+        raise AblateError(f"data.train_scales={scales!r}: must be a list of [short_side, "
+                          "max_side] pairs of positive integers")
+    pairs = [(int(a), int(b)) for a, b in pairs]
+    for short, longest in pairs:
+        if longest < short:
+            raise AblateError(f"data.train_scales: [{short}, {longest}] has max_side < "
+                              "short_side")
+    if mode == "range":
+        if len(pairs) != 2:
+            raise AblateError(f"data.train_scales with train_scale_mode=range takes two pairs "
+                              f"[lo, hi], got {len(pairs)}")
+        (ls, lm), (hs, hm) = pairs
+        if ls > hs or lm > hm:
+            raise AblateError(f"data.train_scales: range lo {[ls, lm]} > hi {[hs, hm]}")
+    return tuple(pairs)
+
+
 def check_scale(short_side: Any, max_side: Any) -> tuple[int, int]:
     """``(short_side, max_side)`` as ints, or an ``AblateError`` naming the config keys."""
     try:
@@ -136,14 +194,17 @@ def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = No
                        mean: Sequence[float] = IMAGENET_MEAN,
                        std: Sequence[float] = IMAGENET_STD,
                        persistent_workers: bool | None = None,
-                       size_divisible: int = SIZE_DIVISIBLE, decode: str = "worker"
+                       size_divisible: int = SIZE_DIVISIBLE, decode: str = "worker",
+                       train_scales: Sequence[Sequence[int]] | None = None,
+                       train_scale_mode: str | None = None
                        ) -> tuple[DetectionLoader, Any]:
     """Train and eval loaders for Faster R-CNN (see the module docstring).
 
     Args:
         train_dataset, eval_dataset: detection datasets (eval may be None).
         batch_size, eval_batch_size: per-rank batch sizes (eval defaults to batch_size).
-        scale: ``(shorter side, longer-side cap)``, training and evaluation alike.
+        scale: ``(shorter side, longer-side cap)``: evaluation, and training unless
+            ``train_scales`` is given.
         plugins: the tricks' dataset wrappers and sample transform (in place of
             ``RcnnResize()``), for training; batch sides and batch transforms are refused (the
             batches are padded, not square).
@@ -151,6 +212,7 @@ def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = No
         persistent_workers: see ``DetectionLoader``.
         size_divisible: padded sides are multiples of this.
         decode: ``"worker"`` or ``"device"`` (see ``build_detection_loaders``).
+        train_scales, train_scale_mode: multi-scale training (module docstring).
     Returns:
         ``(train_loader, eval_loader or None)``.
     """
@@ -162,7 +224,9 @@ def build_rcnn_loaders(train_dataset: Dataset, eval_dataset: Dataset | None = No
                   num_workers=num_workers, device=device, channels_last=channels_last,
                   persistent_workers=persistent_workers, size_divisible=size_divisible)
     train = DetectionLoader(
-        DetectionTrainDataset(plugins.wrap(train_dataset), plugins.transform(RcnnResize()),
+        DetectionTrainDataset(plugins.wrap(train_dataset), plugins.transform(RcnnResize(
+            scales=check_train_scales(train_scales, train_scale_mode),
+            mode=train_scale_mode or "value")),
                               tuple(scale), seed=seed, decode=decode),
         batch_size, train=True, **common)
     if len(train) == 0:
