@@ -186,11 +186,12 @@ def build_report(study: Study, results_dir: Path, scale: str) -> Report:
     return report
 
 
-def _grid(report: Report) -> tuple[list[str], list[list[Row]]]:
-    """Row ids (steps of the file) and, per row, its run in each column."""
+def _grid(report: Report) -> tuple[list[str], list[list[Row | None]]]:
+    """Row ids (steps of the file) and, per row, its run in each column (None: a cell the
+    step skips)."""
     bases = list(dict.fromkeys(r.base for r in report.rows))
     by = {(r.base, r.column): r for r in report.rows}
-    return bases, [[by[b, c] for c, _ in report.columns] for b in bases]
+    return bases, [[by.get((b, c)) for c, _ in report.columns] for b in bases]  # None: skipped
 
 
 def _sub(a: float | None, b: float | None) -> float | None:
@@ -310,10 +311,10 @@ def grid_table(report: Report) -> tuple[list[str], list[list[str]]]:
     m = report.metric
     body = []
     for base, line in zip(bases, cells):
-        row = [labels[base], *[_ours(r, m) for r in line]]
+        row = [labels[base], *[_ours(r, m) if r else "" for r in line]]
         row += [_num(report.effects["ours"]["columns"][base], True)] if factorial else []
         if has_ref:
-            row += [_num(r.ref.get(m)) for r in line]
+            row += [_num(r.ref.get(m)) if r else "" for r in line]
             row += [_num(report.effects["paper"]["columns"][base], True)] if factorial else []
         body.append(row)
     if factorial:

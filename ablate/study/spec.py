@@ -25,7 +25,9 @@ the item at fault.
 added to (or removed from) its parent, with Δ and cumulative Δ. ``grid``: rows × columns of two
 settings (a sweep of one or two values, e.g. loss × loss weight), every cell a value of its own.
 ``factorial``: a 2 × 2 grid of two switches (e.g. mixup in pre-training × mixup in detection),
-reported with both simple effects of each switch and their interaction.
+reported with both simple effects of each switch and their interaction. A grid step's
+``skip_columns`` lists the columns where the paper has no number: those cells are not run and
+the report leaves them empty.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ USE_KEYS = {"study": "the study's name or file (relative to this file)", "step":
 USE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 USE_REF_RE = re.compile(r"\$\{uses\.([^}]*)\}")
 STEP_KEYS = {"id", "label", "parent", "add", "remove", "set", "scales", "ref", "ref_delta",
-             "gpu_hours", "notes"}
+             "gpu_hours", "notes", "skip_columns"}
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class StepSpec:
     # a study with columns keys these by column: {"ref"|"ref_delta": {column: {metric: v}}}
     column_refs: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     column_gpu_hours: dict[str, float] = field(default_factory=dict)
+    skip_columns: tuple[str, ...] = ()  # grid cells not run (the paper has no number)
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,10 @@ def load_study(path: str | Path) -> Study:
     specs = _parse_steps(path, raw["steps"], [c.id for c in columns])
     time_mode, layout = raw.get("time"), raw.get("layout", "chain")
     _check_layout(path, layout, time_mode, len(specs), len(columns))
+    for spec in specs:
+        if spec.skip_columns and layout != "grid":
+            raise _err(path, f"step '{spec.id}': ", f"'skip_columns' leaves cells of a grid "
+                                                    f"empty: it needs layout: grid, not {layout}")
     base = _mapping(path, "", raw.get("base"), "base")
     uses = _parse_uses(path, raw.get("uses"))
     _check_overrides(path, uses, [("base", base), *[(f"scales.{k}", v) for k, v in scales.items()],
@@ -440,6 +447,11 @@ def _expand_columns(path: Path, steps: list[Step], specs: dict[str, StepSpec],
     for c in columns:
         for s in steps:
             spec = specs[s.id]
+            if c.id in spec.skip_columns:
+                continue
+            if s.parent is not None and c.id in specs[s.parent].skip_columns:
+                raise _err(path, f"step '{s.id}': ", f"its parent '{s.parent}' skips column "
+                                                     f"'{c.id}', where it runs")
             tricks = apply_tricks(s.tricks, add=c.add, remove=c.remove, path=path,
                                   where=f"step '{s.id}', column '{c.id}': ", whose="the step's",
                                   added_by="the step or an ancestor")
@@ -530,17 +542,40 @@ def _parse_steps(path: Path, raw_steps: Any, columns: list[str] = ()) -> list[St
                       set=_mapping(path, where, rs.get("set"), "set"),
                       scales=_step_scales(path, where, rs.get("scales")))
         if columns:
-            steps.append(StepSpec(
+            spec = StepSpec(
                 **common, column_refs={k: _column_numbers(path, where, rs.get(k), k, columns)
                                        for k in ("ref", "ref_delta")},
-                column_gpu_hours=_column_gpu_hours(path, where, rs.get("gpu_hours"), columns)))
+                column_gpu_hours=_column_gpu_hours(path, where, rs.get("gpu_hours"), columns),
+                skip_columns=_skip_columns(path, where, rs.get("skip_columns"), columns))
+            for what, by_column in [*spec.column_refs.items(),
+                                    ("gpu_hours", spec.column_gpu_hours)]:
+                both = sorted(set(by_column) & set(spec.skip_columns))
+                if both:
+                    raise _err(path, where, f"'{what}' gives column '{both[0]}', which "
+                                            "skip_columns leaves out")
+            steps.append(spec)
         else:
+            if "skip_columns" in rs:
+                raise _err(path, where, "'skip_columns' needs the study's 'columns'")
             ref, failed = _refs(path, where, rs.get("ref"), "ref")
             steps.append(StepSpec(
                 **common, ref=ref, ref_failed=failed,
                 ref_delta=_numbers(path, where, rs.get("ref_delta"), "ref_delta"),
                 gpu_hours=_gpu_hours(path, where, rs.get("gpu_hours"))))
     return steps
+
+
+def _skip_columns(path: Path, where: str, value: Any, columns: list[str]) -> tuple[str, ...]:
+    names = [value] if isinstance(value, str) else value if value is not None else []
+    if not isinstance(names, list) or not all(isinstance(v, str) for v in names):
+        raise _err(path, where, "'skip_columns' must be a list of column ids")
+    for name in names:
+        if name not in columns:
+            raise _err(path, where, f"skip_columns: unknown column '{name}'"
+                                    f"{did_you_mean(name, columns)}; columns: {', '.join(columns)}")
+    if len(set(names)) == len(columns):
+        raise _err(path, where, "skip_columns leaves no column to run")
+    return tuple(names)
 
 
 def _gpu_hours(path: Path, where: str, value: Any, what: str = "gpu_hours") -> float | None:

@@ -174,3 +174,42 @@ def test_layout_errors_name_the_file_and_item(tmp_path, edit, message):
     with pytest.raises(AblateError, match=re.escape(message)) as e:
         _load(tmp_path, edit(textwrap.dedent(GRID)))
     assert str(e.value).startswith(str(tmp_path / "s.yaml"))
+
+
+SKIPPING = GRID.replace("""    set: {model.loss: l1}
+    ref: {lw1: {bbox_ap: 36.8}}""", """    set: {model.loss: l1}
+    skip_columns: [lw5]             # the paper has no number there
+    ref: {lw1: {bbox_ap: 36.8}, lw2: {bbox_ap: 36.9}}""")
+
+
+def test_grid_cells_the_paper_lacks_are_not_run_and_left_empty(tmp_path):
+    s = _load(tmp_path, SKIPPING)
+    assert [st.id for st in s.steps] == ["smooth_l1.lw1", "l1.lw1", "smooth_l1.lw2", "l1.lw2",
+                                         "smooth_l1.lw5"]
+    res = tmp_path / "r"
+    for step in ("smooth_l1.lw1", "l1.lw1", "smooth_l1.lw2", "l1.lw2", "smooth_l1.lw5"):
+        put(res, step, 0, 35.0, metric="bbox_ap")
+    lines = render(build_report(s, res, "full"), "md").splitlines()
+    assert lines[6] == "| Smooth L1 | 35.00 | 35.00 | 35.00 | 36.40 | 36.90 | 35.70 |"
+    assert lines[7] == "| L1 | 35.00 | 35.00 |  | 36.80 | 36.90 |  |"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("skip_columns: [lw5]", "skip_columns: [lw6]"),
+     "step 'l1': skip_columns: unknown column 'lw6' (did you mean 'lw5'?); columns: lw1, lw2, lw5"),
+    (lambda t: t.replace("skip_columns: [lw5]", "skip_columns: [lw1, lw2, lw5]").replace(
+        "ref: {lw1: {bbox_ap: 36.8}, lw2: {bbox_ap: 36.9}}", ""),
+     "step 'l1': skip_columns leaves no column to run"),
+    (lambda t: t.replace("skip_columns: [lw5]", "skip_columns: [lw2]"),
+     "step 'l1': 'ref' gives column 'lw2', which skip_columns leaves out"),
+    (lambda t: t.replace("layout: grid", "layout: chain"),
+     "step 'l1': 'skip_columns' leaves cells of a grid empty: it needs layout: grid, not chain"),
+    (lambda t: t.replace("    ref: {lw1: {bbox_ap: 36.4}, lw2: {bbox_ap: 36.9}, lw5: {bbox_ap: 35.7}}",
+                         "    skip_columns: [lw5]\n    ref: {lw1: {bbox_ap: 36.4}}").replace(
+        "skip_columns: [lw5]             # the paper has no number there", "parent: smooth_l1")
+     .replace("    label: L1\n    parent: null\n", "    label: L1\n"),
+     "step 'l1': its parent 'smooth_l1' skips column 'lw5', where it runs"),
+])
+def test_skip_columns_errors(tmp_path, edit, message):
+    with pytest.raises(AblateError, match=re.escape(message)):
+        _load(tmp_path, edit(textwrap.dedent(SKIPPING)))
