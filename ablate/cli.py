@@ -162,8 +162,11 @@ def evaluate(
     split: str = typer.Option(..., help="Split name, e.g. test (VOC 2007) or val2017."),
     detections: Path = typer.Option(..., help="Folder of devkit comp4_det_<split>_<class>.txt "
                                               "files, or a COCO results JSON."),
-    metric: Optional[str] = typer.Option(None, help="voc07 | voc10 | coco (default: voc07 "
-                                                    "for voc, coco for coco)."),
+    metric: Optional[str] = typer.Option(None, help="voc07 | voc10 | coco | proposals (an "
+                                                    "RPN's AR@N; default: voc07 for voc, coco "
+                                                    "for coco)."),
+    proposal_nums: str = typer.Option("100,300,1000", help="The Ns of AR@N (metric "
+                                                           "proposals), comma-separated."),
     year: str = typer.Option("2007", help="VOC year of the split."),
     coco_backend: str = typer.Option("auto", help="COCOeval engine: auto (faster-coco-eval "
                                                   "when installed) | faster_coco_eval | "
@@ -176,8 +179,13 @@ def evaluate(
     from ablate.eval.evaluate_cmd import evaluate as run_eval
     from ablate.eval.evaluate_cmd import format_table
 
+    try:
+        nums = [int(n) for n in proposal_nums.split(",")]
+    except ValueError:
+        raise AblateError(f"--proposal-nums {proposal_nums!r}: must be comma-separated "
+                          "integers, e.g. 100,300,1000") from None
     result = run_eval(data, root, split, detections, metric=metric, year=year,
-                      coco_backend=coco_backend)
+                      coco_backend=coco_backend, proposal_nums=nums)
     text = json.dumps(result, indent=2) if json_out else format_table(result)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 

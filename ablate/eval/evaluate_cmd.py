@@ -21,6 +21,11 @@ Inputs and conventions:
   area = box area, difficult -> ``iscrowd``: ignored, as in the devkit) and runs ``COCOeval``.
 * ``--data coco``: ``<root>/annotations/instances_<split>.json`` (images are not needed) and a
   results JSON, evaluated by ``COCOeval`` unchanged; ``class_names`` is ignored.
+* ``--metric proposals`` (an RPN's output): COCO-layout ground truth (``--data coco``; a
+  FashionScenes build has that layout too) and a COCO results JSON of proposals (``bbox``,
+  ``score``; ``category_id`` is ignored). Reports ``ar`` — MMDetection's AR@N over the
+  annotation file's non-crowd boxes — and ``coco_ar`` — COCOeval's with ``useCats = 0`` — for
+  each N of ``proposal_nums`` (``ablate.eval.proposal_recall``), in percent.
 * ``COCOeval`` is faster-coco-eval's C++ one by default, pycocotools' with
   ``coco_backend="pycocotools"`` (``--coco-backend``): the same numbers to 1e-15 (see
   ``ablate.eval.coco_map``).
@@ -45,7 +50,7 @@ from ablate.errors import AblateError, did_you_mean
 __all__ = ["evaluate", "format_table", "DATA", "METRICS"]
 
 DATA = ("voc", "coco")
-METRICS = ("voc07", "voc10", "coco")
+METRICS = ("voc07", "voc10", "coco", "proposals")
 _EMPTY = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, np.int64)}
 
 
@@ -61,6 +66,11 @@ def _metric(data: str, metric: str | None) -> str:
     key = str(metric).lower()
     if key == "coco":
         return "coco"
+    if key == "proposals":
+        if data != "coco":
+            raise AblateError("metric 'proposals' reads COCO-layout ground truth: use --data coco "
+                              "(a FashionScenes build has that layout too)")
+        return key
     if key not in VOC_ALIASES:
         raise AblateError(f"unknown metric '{metric}'{did_you_mean(key, METRICS)}; "
                           f"choose one of {', '.join(METRICS)}")
@@ -221,9 +231,44 @@ def _evaluate_coco(root: Path, split: str, det: Path, backend: str) -> dict:
             "num_detections": len(results)}
 
 
+def _evaluate_proposals(root: Path, split: str, det: Path, nums: Sequence[int]) -> dict:
+    from ablate.data.datasets.coco import LAYOUT, load_coco_api
+    from ablate.data.files import first_missing, missing_path_error
+    from ablate.eval.detections_io import read_coco_results
+    from ablate.eval.proposal_recall import average_recall, coco_average_recall, coco_gt_boxes
+
+    ann = root / "annotations" / f"instances_{split}.json"
+    miss = first_missing([root, root / "annotations", ann])
+    if miss is not None:
+        raise missing_path_error(miss, "COCO", LAYOUT)
+    if det.is_dir():
+        raise AblateError(f"{det} is a folder; proposals come as a COCO results JSON file")
+    gt = load_coco_api(ann)
+    results = read_coco_results(det)
+    ids = sorted(gt.getImgIds())
+    unknown = {r["image_id"] for r in results} - set(ids)
+    if unknown:
+        raise _unknown_ids(unknown, det, split, len(ids))
+    index = {i: k for k, i in enumerate(ids)}
+    boxes: list[list] = [[] for _ in ids]
+    scores: list[list] = [[] for _ in ids]
+    for r in results:
+        x, y, w, h = r["bbox"]
+        boxes[index[r["image_id"]]].append([x, y, x + w, y + h])
+        scores[index[r["image_id"]]].append(r["score"])
+    ar = average_recall(coco_gt_boxes(gt, ids), [np.array(b).reshape(-1, 4) for b in boxes],
+                        [np.array(sc) for sc in scores], nums)
+    coco_ar = coco_average_recall(gt, results, nums, img_ids=ids)
+    return {"map": None, "per_class": {},
+            "ar": {int(n): 100.0 * v for n, v in ar.items()},
+            "coco_ar": {int(n): 100.0 * v for n, v in coco_ar.items()},
+            "num_images": len(ids), "num_detections": len(results)}
+
+
 def evaluate(data: str, root: str | os.PathLike, split: str, detections: str | os.PathLike,
              metric: str | None = None, year: str = "2007",
-             class_names: Sequence[str] | None = None, coco_backend: str = "auto") -> dict:
+             class_names: Sequence[str] | None = None, coco_backend: str = "auto",
+             proposal_nums: Sequence[int] = (100, 300, 1000)) -> dict:
     """Evaluate a detector's output files against a dataset split (see the module docstring).
 
     Args:
@@ -236,6 +281,7 @@ def evaluate(data: str, root: str | os.PathLike, split: str, detections: str | o
         year: VOC year folder.
         class_names: VOC class list override (default: see module docstring).
         coco_backend: ``auto``, ``faster_coco_eval`` or ``pycocotools`` (the COCO metric).
+        proposal_nums: the Ns of AR@N (``metric="proposals"``).
     Returns:
         JSON-able dict: ``data, split, metric, root, detections, map`` (percent), ``per_class``
         ({name: AP percent or None}), ``num_images``, ``num_detections``; voc adds
@@ -252,8 +298,14 @@ def evaluate(data: str, root: str | os.PathLike, split: str, detections: str | o
     from ablate.eval.coco_map import resolve_backend
 
     resolve_backend(coco_backend)  # a typo fails before any file is read
-    res = (_evaluate_voc(root, split, det, metric, str(year), class_names, coco_backend)
-           if key == "voc" else _evaluate_coco(root, split, det, coco_backend))
+    if metric == "proposals":
+        from ablate.eval.proposal_recall import proposal_nums as checked_nums
+
+        res = _evaluate_proposals(root, split, det, checked_nums(list(proposal_nums)))
+    elif key == "voc":
+        res = _evaluate_voc(root, split, det, metric, str(year), class_names, coco_backend)
+    else:
+        res = _evaluate_coco(root, split, det, coco_backend)
     return {"data": key, "split": split, "metric": metric, "root": str(root),
             "detections": str(det), **res}
 
@@ -262,6 +314,15 @@ def format_table(result: dict) -> str:
     """Markdown table (class | AP) and an mAP line, from :func:`evaluate`'s result."""
     def f(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.2f}"
+
+    if result["metric"] == "proposals":
+        head = (f"proposal recall ({result['data']} {result['split']}, {result['num_images']} "
+                f"images, {result['num_detections']} proposals)")
+        lines = [head, "", "| N | AR@N (MMDetection) | AR@N (COCOeval, useCats=0) |",
+                 "|---:|---:|---:|"]
+        lines += [f"| {n} | {f(result['ar'][n])} | {f(result['coco_ar'][n])} |"
+                  for n in result["ar"]]
+        return "\n".join(lines)
 
     width = max([5, *map(len, result["per_class"])])
     lines = [f"| {'class':<{width}} | AP     |", f"|{'-' * (width + 2)}|-------:|"]

@@ -214,6 +214,7 @@ class WeightedRPN(RegionProposalNetwork):
 
     _anchor_weights: list[torch.Tensor] | None = None  # from the assignment to the loss
     _image_sizes: list[tuple[int, int]] | None = None  # from forward to the assignment
+    last_scores: list[torch.Tensor] | None = None  # the proposals' objectness (RPN-only model)
     smoothl1_beta: float = SMOOTH_L1_BETA
     allowed_border: float = -1
 
@@ -225,6 +226,12 @@ class WeightedRPN(RegionProposalNetwork):
             return super().forward(images, features, targets)
         finally:
             self._image_sizes = None
+
+    def filter_proposals(self, *args: Any, **kwargs: Any
+                         ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        boxes, scores = super().filter_proposals(*args, **kwargs)
+        self.last_scores = scores
+        return boxes, scores
 
     def assign_targets_to_anchors(self, anchors: list[torch.Tensor],
                                   targets: list[dict[str, torch.Tensor]]
@@ -375,6 +382,31 @@ class FasterRCNN(nn.Module):
         return detections
 
 
+class RPNOnly(nn.Module):
+    """Backbone → ``WeightedRPN``, trained alone (the MMDetection benchmark's RPN study, its
+    Table 9). Training returns ``{"rpn_obj", "rpn_box"}``; evaluation returns per image the
+    proposals ``boxes`` (input pixels) and their objectness ``scores`` (sigmoid), best first —
+    ``rpn.post_nms_test`` of them."""
+
+    def __init__(self, backbone: nn.Module, rpn: WeightedRPN) -> None:
+        super().__init__()
+        self.backbone, self.rpn = backbone, rpn
+        self.backbone_report: dict[str, Any] | None = None
+
+    def forward(self, images: torch.Tensor, image_sizes: Any,
+                targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
+        sizes = [(int(h), int(w)) for h, w in torch.as_tensor(image_sizes).tolist()]
+        if len(sizes) != images.shape[0]:
+            raise AblateError(f"{images.shape[0]} images but {len(sizes)} image sizes")
+        if self.training and targets is None:
+            raise AblateError("an RPN needs targets in training")
+        proposals, losses = self.rpn(ImageList(images, sizes), self.backbone(images), targets)
+        if self.training:
+            return {"rpn_obj": losses["loss_objectness"], "rpn_box": losses["loss_rpn_box_reg"]}
+        scores, self.rpn.last_scores = self.rpn.last_scores, None
+        return [{"boxes": b, "scores": sc} for b, sc in zip(proposals, scores)]
+
+
 def convert_frozen_bn(module: nn.Module) -> nn.Module:
     """Replace every ``BatchNorm2d`` by a ``FrozenBatchNorm2d`` holding its statistics and
     affine values (as buffers: no longer parameters)."""
@@ -498,9 +530,13 @@ def _head_options(arch: str, rpn: Mapping[str, Any] | None, rcnn: Mapping[str, A
 
 
 def check_options(*, arch: str = "c4", rpn: Mapping[str, Any] | None = None,
-                  rcnn: Mapping[str, Any] | None = None, **_: Any) -> None:
+                  rcnn: Mapping[str, Any] | None = None, rpn_only: bool = False,
+                  **_: Any) -> None:
     """The head options of a model config checked without building it (at plan time)."""
     _head_options(arch, rpn, rcnn)
+    if rpn_only and (rcnn or {}).get("box_loss") is not None:
+        raise AblateError("model.rcnn.box_loss: an RPN-only model (model.rpn_only) has no RCNN "
+                          "head and no decoded boxes to apply it to")
 
 
 @MODELS.register("faster_rcnn")
@@ -511,7 +547,8 @@ def build_faster_rcnn(*, num_classes: int, arch: str = "c4", depth: int = 50,
                       aspect_ratios: Sequence[float] = ASPECT_RATIOS, fpn_channels: int = 256,
                       representation: int = 1024, rpn: Mapping[str, Any] | None = None,
                       rcnn: Mapping[str, Any] | None = None,
-                      backbone_weights: str | None = None) -> FasterRCNN:
+                      backbone_weights: str | None = None, rpn_only: bool = False
+                      ) -> FasterRCNN | RPNOnly:
     """Build Faster R-CNN (see the module docstring).
 
     Args:
@@ -531,6 +568,7 @@ def build_faster_rcnn(*, num_classes: int, arch: str = "c4", depth: int = 50,
         backbone_weights: local checkpoint for the ResNet (an ablate run's ``last.pt``, a
             torchvision ResNet state dict, or a detector's with ``backbone.body.`` keys);
             the load report is kept in ``model.backbone_report``.
+        rpn_only: the backbone and the RPN alone (``RPNOnly``): proposals, no RCNN head.
     """
     sizes, ratios = tuple(float(s) for s in anchor_sizes), tuple(float(r) for r in aspect_ratios)
     _check(arch, norm, num_classes, trainable_layers, sizes, ratios)
@@ -556,6 +594,10 @@ def build_faster_rcnn(*, num_classes: int, arch: str = "c4", depth: int = 50,
     region.min_size = float(r["min_size"])
     region.smoothl1_beta, region.allowed_border = float(r["smoothl1_beta"]), r["allowed_border"]
     region.fg_bg_sampler = BoundedSampler(int(r["batch"]), r["pos_fraction"], r["neg_pos_ub"])
+    if rpn_only:
+        model = RPNOnly(backbone, region)
+        model.backbone_report = report
+        return model
     heads = WeightedRoIHeads(pool, head, predictor, c["fg_iou"], c["bg_iou"], int(c["batch"]),
                              c["pos_fraction"], None, c["score_thresh"], c["nms"],
                              int(c["max_det"]))

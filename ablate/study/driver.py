@@ -295,12 +295,22 @@ def run_metrics(cfg: Any) -> set[str]:
     if task == "classification":
         names = {"top1", "top5"}
     else:
-        metric = (cfg.model.get("task_kwargs") or {}).get("metric") or cfg.data.get("metric")
+        kw = cfg.model.get("task_kwargs") or {}
+        metric = kw.get("metric") or cfg.data.get("metric")
+        if metric == "proposals":  # an RPN's recall (ablate.tasks.rcnn.proposal_metrics)
+            from ablate.eval.proposal_recall import PROPOSAL_NUMS, proposal_nums
+
+            nums = proposal_nums(_plain_list(kw.get("proposal_nums", PROPOSAL_NUMS)))
+            return {f"{p}{n}" for p in ("ar", "coco_ar") for n in nums} | {"train_loss"}
         names = set(COCO_METRICS) if metric == "coco" else {"map"}
         sizes = cfg.data.get("eval_size")
         if OmegaConf.is_list(sizes) and len(sizes) > 1:
             names |= {f"{n}@{s}" for n in list(names) for s in sizes}
     return names | {"train_loss"}
+
+
+def _plain_list(value: Any) -> Any:
+    return OmegaConf.to_container(value) if OmegaConf.is_list(value) else value
 
 
 def check_metrics(study: Study, cfg: Any) -> None:

@@ -16,6 +16,11 @@ Evaluation runs the model on the resized images, maps the boxes back to each ori
 (per-axis factor original / resized size, as torchvision's ``transform.postprocess``), clips
 them, and scores them with the metric code of the yolo task: VOC07 11-point (``voc07``, the
 default), VOC 2010 area (``voc10``) or COCO mAP@[.5:.95] by pycocotools (``coco``).
+
+An RPN-only model (``model.rpn_only``) is scored by proposal recall (``metric: proposals``,
+``ablate.eval.proposal_recall``): for each N of ``proposal_nums``, ``ar<N>`` — MMDetection's
+AR@N, over the ground-truth boxes that are neither crowd nor difficult (on COCO, those of the
+annotation file) — and ``coco_ar<N>``, COCOeval's AR@N with ``useCats = 0``; in percent.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from torch import nn
 
 from ablate.data.datasets.coco import official_ground_truth
 from ablate.errors import AblateError, did_you_mean
+from ablate.eval.proposal_recall import (PROPOSAL_NUMS, average_recall, coco_average_recall,
+                                         coco_gt_boxes, proposal_nums)
 from ablate.eval.voc_map import VOCEvaluator
 from ablate.registry import TASKS
 from ablate.tasks.yolo import _gather, coco_metrics, voc_metric_name
@@ -79,10 +86,11 @@ class RCNNTask:
         num_classes: K (foreground classes).
         target_fns: the tricks' ``targets`` transforms (label smoothing), applied to one-hot
             targets over the K + 1 softmax outputs.
-        metric: ``voc07`` (default), ``voc10`` or ``coco``.
+        metric: ``voc07`` (default), ``voc10``, ``coco`` or ``proposals`` (an RPN-only model).
+        proposal_nums: the Ns of AR@N (``metric: proposals``).
     """
 
-    OPTIONS = dict(metric="voc07")
+    OPTIONS = dict(metric="voc07", proposal_nums=PROPOSAL_NUMS)
     fixed_shapes = False  # each batch is padded to its own images' size (cuDNN autotuning off)
 
     def __init__(self, model: nn.Module, num_classes: int,
@@ -94,7 +102,8 @@ class RCNNTask:
                                   f"{did_you_mean(key, self.OPTIONS)}; "
                                   f"known: {', '.join(sorted(self.OPTIONS))}")
         self.opts = {**self.OPTIONS, **kw}
-        if self.opts["metric"] != "coco":
+        self.opts["proposal_nums"] = proposal_nums(self.opts["proposal_nums"])
+        if self.opts["metric"] not in ("coco", "proposals"):
             self.opts["metric"] = voc_metric_name(self.opts["metric"])
         self.model, self.num_classes, self.target_fns = model, num_classes, list(target_fns)
 
@@ -142,10 +151,49 @@ class RCNNTask:
             gts += list(batch["gt"])
             dets += [{"boxes": d["boxes"].float().cpu().numpy(),
                       "scores": d["scores"].float().cpu().numpy(),
-                      "labels": (d["labels"] - 1).cpu().numpy().astype(np.int64)} for d in out]
+                      **({"labels": (d["labels"] - 1).cpu().numpy().astype(np.int64)}
+                         if "labels" in d else {})} for d in out]
         gts, dets = _gather(gts), _gather(dets)
+        if self.opts["metric"] == "proposals":
+            if any("labels" in d for d in dets):
+                raise AblateError("metric 'proposals' scores an RPN-only model "
+                                  "(model.rpn_only=true); this model detects classes")
+            return proposal_metrics(gts, dets, self.opts["proposal_nums"],
+                                    official_ground_truth(loader))
+        if not dets or "labels" not in dets[0]:
+            raise AblateError("an RPN-only model gives proposals, not detections: set "
+                              "model.task_kwargs.metric=proposals")
         if self.opts["metric"] == "coco":
             return coco_metrics(gts, dets, self.num_classes, official_ground_truth(loader))
         ev = VOCEvaluator(self.num_classes, metric=self.opts["metric"], pixel_inclusive=False)
         ev.update(gts, dets)
         return {"map": 100.0 * float(ev.compute()["map"])}  # NaN when no image has GT
+
+
+def proposal_metrics(gts: list[dict], dets: list[dict], nums: tuple[int, ...],
+                     official: tuple[Any, list[int]] | None = None) -> dict[str, float]:
+    """``ar<N>`` (MMDetection's) and ``coco_ar<N>`` (COCOeval, ``useCats = 0``) in percent.
+
+    With ``official`` (a COCO loader) both count the annotation file's boxes (crowd ones
+    left out, or ignored by COCOeval); otherwise the loader's ground truth, difficult boxes
+    left out (ignored by COCOeval)."""
+    from ablate.eval.coco_map import build_coco_gt, detections_to_coco_results
+
+    if official is not None:
+        gt_coco, _ = official
+        ids = [int(g["image_id"]) for g in gts]
+        boxes = coco_gt_boxes(gt_coco, ids)
+    else:
+        ids = list(range(1, len(gts) + 1))
+        boxes = [np.asarray(g["boxes"], np.float64).reshape(-1, 4)[
+            ~np.asarray(g.get("difficult", np.zeros(len(g["boxes"]))), bool).reshape(-1)]
+            for g in gts]
+        gt_coco = build_coco_gt([{**g, "labels": np.zeros(len(g["boxes"]), np.int64)}
+                                 for g in gts], ids, category_names=["object"])
+    ar = average_recall(boxes, [d["boxes"] for d in dets], [d["scores"] for d in dets], nums)
+    labelled = [{**d, "labels": np.zeros(len(d["scores"]), np.int64)} for d in dets]
+    cat = [min(gt_coco.getCatIds())]
+    coco_ar = coco_average_recall(gt_coco, detections_to_coco_results(labelled, ids, cat), nums,
+                                  img_ids=ids)
+    return {**{f"ar{n}": 100.0 * v for n, v in ar.items()},
+            **{f"coco_ar{n}": 100.0 * v for n, v in coco_ar.items()}}
