@@ -73,7 +73,8 @@ def _say(text: str) -> None:
 def run(
     study: str = typer.Argument(..., metavar="STUDY",
                                 help="Study file (studies/X.yaml) or its name."),
-    scale: Optional[str] = typer.Option(None, help="full | proxy | smoke (default: the study's)."),
+    scale: Optional[str] = typer.Option(None, help="full | long | proxy | smoke (default: "
+                                                   "the study's)."),
     seeds: Optional[int] = typer.Option(None, help="Seeds per step (default: the study's)."),
     only: Optional[List[str]] = typer.Option(
         None, help="Run only these step ids (repeatable, or comma-separated)."),

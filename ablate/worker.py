@@ -38,6 +38,16 @@ from ablate.errors import AblateError
 PRIMARY = {"classification": "top1", "yolo": "map", "rcnn": "map"}  # metrics.json primary_metric
 
 
+def primary_metric(cfg: Any) -> str:
+    """The run's headline metric: the task's, or AR at the largest N for an RPN's proposals."""
+    kw = cfg.model.get("task_kwargs") or {}
+    if cfg.model.task == "rcnn" and kw.get("metric") == "proposals":
+        from ablate.eval.proposal_recall import PROPOSAL_NUMS
+
+        return f"ar{max(int(n) for n in kw.get('proposal_nums', PROPOSAL_NUMS))}"
+    return PRIMARY.get(cfg.model.task, "top1")
+
+
 def _git_commit() -> str | None:
     import subprocess
 
@@ -164,7 +174,7 @@ def _run(cfg: Any, run_dir: Path, chash: str, dist: DistInfo) -> dict[str, Any]:
         "status": status,
         "reason": reason,
         "task": cfg.model.task,
-        "primary_metric": PRIMARY.get(cfg.model.task, "top1"),
+        "primary_metric": primary_metric(cfg),
         "metrics": {**metrics, "train_loss": last.get("train_loss")},
         "seed": int(cfg.seed),
         "epochs": int(trainer.state.epoch) if trainer is not None else 0,

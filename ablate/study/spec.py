@@ -42,7 +42,8 @@ import yaml
 from ablate.errors import AblateError, did_you_mean
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # safe as one path component
-SCALES = ("full", "proxy", "smoke")
+SCALES = ("full", "long", "proxy", "smoke")  # long: a proxy trained longer, for rows
+# that only part after more epochs than the proxy gives (fscenes_yolov3's augmentation rows)
 STUDY_KEYS = {
     "name": "study id (results folder name)", "title": "human title",
     "paper": "paper the table comes from", "table": "table id (see docs/tables.md)",
