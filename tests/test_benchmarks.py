@@ -128,6 +128,13 @@ def test_bench_rcnn_step(tmp_path):
         "ablate", "plain loop", "torchvision ref", "torchvision ref, stock RoIAlign"]
 
 
+def test_bench_proposal_recall_sides_agree_on_random_proposals():
+    out = bench("bench_proposal_recall.py", "--images", "6", "--proposals", "200",
+                "--rounds", "1")
+    ours, coco = rows(out, "MMDetection")[0], rows(out, "COCOeval")[0]
+    assert ours[3] == coco[3]  # the same AR@100 / 300 / 1000 on these proposals
+
+
 def test_bench_yolo_step(tmp_path):
     out = bench("bench_yolo_step.py", "--size", "64", "--batch", "4", "--bn-group", "2",
                 "--iters", "1", "--rounds", "1", "--workers", "0", "--data-dir", str(tmp_path))
