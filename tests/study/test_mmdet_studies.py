@@ -100,3 +100,25 @@ def test_fscenes_scale_rows_train_at_their_scales(cli, results, tmp_path, fmnist
         assert _metrics(out / step)["status"] == "completed"
     cfg = (out / "range_480" / "seed0" / "config.yaml").read_text()
     assert "train_scale_mode: range" in cfg and "- - 77\n" in cfg
+
+
+@pytest.mark.parametrize("study, override, message", [
+    ("fscenes_yolov3", "model.rpn.allowed_border=0",
+     "step 'no_aug': unknown config key 'model.rpn.allowed_border' (keys in 'model': name,"),
+    ("fscenes_mmdet_rpn", "+model.rcnn={box_loss:{name:giou}}",
+     "step 'beta_1_5': model.rcnn.box_loss: an RPN-only model (model.rpn_only) has no RCNN "
+     "head and no decoded boxes to apply it to"),
+    ("fscenes_mmdet_scales", "data.train_scale_mode=ranged",
+     "step 'fixed': data.train_scale_mode='ranged': must be one of value, range"),
+    ("fscenes_mmdet_losses", "model.rcnn.box_loss.smooth_l1.beta=-1",
+     "step 'smooth_l1.w1': model.rcnn.box_loss.smooth_l1.beta=-1: must be >= 0"),
+])
+def test_head_and_scale_options_a_model_cannot_take_exit_2(cli, results, tmp_path, fmnist_root,
+                                                           study, override, message):
+    path = STUDIES / f"{study}.yaml"
+    r = cli("run", path, "--dry-run", "--results", results, "--set", f"paths.data={tmp_path}",
+            "--set", f"data.fmnist_root={fmnist_root}", "--set", "data.num_train=16",
+            "--set", "data.num_test=8", "--set", override)
+    assert r.code == 2, r.out + r.err
+    assert r.err.startswith(f"error: {path}: {message}"), r.err
+    assert not results.exists()
