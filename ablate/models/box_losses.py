@@ -113,15 +113,16 @@ def build_box_loss(spec: Mapping[str, Any] | None, where: str = "rcnn.box_loss")
     spec = dict(spec or {})
     name = spec.pop("name", "smooth_l1")
     if name not in LOSSES:
-        raise AblateError(f"{where}.name={name!r}: unknown box loss{did_you_mean(str(name), LOSSES)}"
-                          f"; known: {', '.join(LOSSES)}")
+        raise AblateError(f"{where}.name={name!r}: unknown box loss"
+                          f"{did_you_mean(str(name), LOSSES)}; known: {', '.join(LOSSES)}")
     weight = spec.pop("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
         raise AblateError(f"{where}.weight={weight!r}: must be a number > 0")
     for k in spec:
         if k not in LOSSES:
-            raise AblateError(f"{where}.{k}: unknown key{did_you_mean(k, [*LOSSES, 'name', 'weight'])}"
-                              f"; known: name, weight, {', '.join(LOSSES)}")
+            raise AblateError(f"{where}.{k}: unknown key"
+                              f"{did_you_mean(k, [*LOSSES, 'name', 'weight'])}; known: name, "
+                              f"weight, {', '.join(LOSSES)}")
     given = dict(spec.get(name) or {})
     for k in given:
         if k not in LOSSES[name]:

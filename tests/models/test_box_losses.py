@@ -41,7 +41,8 @@ def test_delta_losses_by_hand_including_the_branch_point():
     at_beta = 1 + 1.5 / b  # both branches: 1.5·(1 + 1/b) − 0.5
     assert at_half == pytest.approx(0.4005675, abs=1e-6)
     assert at_beta == pytest.approx(1.0785940, abs=1e-6)
-    assert loss("balanced_l1")(D, ZERO).item() == pytest.approx(at_half + at_two + at_beta, abs=1e-9)
+    want = at_half + at_two + at_beta
+    assert loss("balanced_l1")(D, ZERO).item() == pytest.approx(want, abs=1e-9)
     x = torch.tensor([[1 - 1e-9, 0, 0, 0]], dtype=torch.float64)
     assert loss("balanced_l1")(x, torch.zeros_like(x)).item() == pytest.approx(at_beta, abs=1e-7)
 

@@ -204,7 +204,8 @@ def test_grid_cells_the_paper_lacks_are_not_run_and_left_empty(tmp_path):
      "step 'l1': 'ref' gives column 'lw2', which skip_columns leaves out"),
     (lambda t: t.replace("layout: grid", "layout: chain"),
      "step 'l1': 'skip_columns' leaves cells of a grid empty: it needs layout: grid, not chain"),
-    (lambda t: t.replace("    ref: {lw1: {bbox_ap: 36.4}, lw2: {bbox_ap: 36.9}, lw5: {bbox_ap: 35.7}}",
+    (lambda t: t.replace("    ref: {lw1: {bbox_ap: 36.4}, lw2: {bbox_ap: 36.9}, "
+                         "lw5: {bbox_ap: 35.7}}",
                          "    skip_columns: [lw5]\n    ref: {lw1: {bbox_ap: 36.4}}").replace(
         "skip_columns: [lw5]             # the paper has no number there", "parent: smooth_l1")
      .replace("    label: L1\n    parent: null\n", "    label: L1\n"),
