@@ -84,3 +84,14 @@ def trick_plugins(task: str, tricks: dict, epochs: int = 1, seed: int = 0):
     from ablate.tricks import build_tricks
 
     return data_plugins(build_tricks(tricks, task), DataContext(task, epochs, seed))
+
+
+@pytest.fixture
+def coco_root(tmp_path, monkeypatch):
+    """A tiny COCO train2017/val2017 tree under ``$ABLATE_DATA/coco`` (studies plan on it)."""
+    from tests.data.test_coco import make_coco_train_val
+
+    root = tmp_path / "data"
+    make_coco_train_val(root / "coco")
+    monkeypatch.setenv("ABLATE_DATA", str(root))
+    return root

@@ -205,10 +205,12 @@ def _evaluate_voc(root: Path, split: str, det: Path, metric: str, year: str,
             "missing_class_files": missing}
 
 
-def _evaluate_coco(root: Path, split: str, det: Path, backend: str) -> dict:
+def _coco_files(root: Path, split: str, det: Path, folder_error: str
+                ) -> tuple[Any, list[dict]]:
+    """The split's annotation file (as a ``COCO``) and the results JSON ``det``, whose image
+    ids it must know; a missing file or folder, or a folder for ``det``, is an error."""
     from ablate.data.datasets.coco import LAYOUT, load_coco_api
     from ablate.data.files import first_missing, missing_path_error
-    from ablate.eval.coco_map import coco_eval
     from ablate.eval.detections_io import read_coco_results
 
     ann = root / "annotations" / f"instances_{split}.json"
@@ -216,14 +218,22 @@ def _evaluate_coco(root: Path, split: str, det: Path, backend: str) -> dict:
     if miss is not None:
         raise missing_path_error(miss, "COCO", LAYOUT)
     if det.is_dir():
-        raise AblateError(f"{det} is a folder; --data coco expects a COCO results JSON file")
+        raise AblateError(f"{det} is a folder; {folder_error}")
     gt = load_coco_api(ann)
     results = read_coco_results(det)
     unknown = {r["image_id"] for r in results} - set(gt.getImgIds())
     if unknown:
         raise _unknown_ids(unknown, det, split, len(gt.getImgIds()))
+    return gt, results
+
+
+def _evaluate_coco(root: Path, split: str, det: Path, backend: str) -> dict:
+    from ablate.eval.coco_map import coco_eval
+
+    gt, results = _coco_files(root, split, det, "--data coco expects a COCO results JSON file")
     bad = sorted({r["category_id"] for r in results} - set(gt.getCatIds()))
     if bad:
+        ann = root / "annotations" / f"instances_{split}.json"
         raise AblateError(f"{det}: unknown category_id {bad[:5]}; {ann} has "
                           f"{sorted(gt.getCatIds())[:20]}")
     return {**_coco_part(coco_eval(gt, results, backend=backend)),
@@ -232,23 +242,10 @@ def _evaluate_coco(root: Path, split: str, det: Path, backend: str) -> dict:
 
 
 def _evaluate_proposals(root: Path, split: str, det: Path, nums: Sequence[int]) -> dict:
-    from ablate.data.datasets.coco import LAYOUT, load_coco_api
-    from ablate.data.files import first_missing, missing_path_error
-    from ablate.eval.detections_io import read_coco_results
     from ablate.eval.proposal_recall import average_recall, coco_average_recall, coco_gt_boxes
 
-    ann = root / "annotations" / f"instances_{split}.json"
-    miss = first_missing([root, root / "annotations", ann])
-    if miss is not None:
-        raise missing_path_error(miss, "COCO", LAYOUT)
-    if det.is_dir():
-        raise AblateError(f"{det} is a folder; proposals come as a COCO results JSON file")
-    gt = load_coco_api(ann)
-    results = read_coco_results(det)
+    gt, results = _coco_files(root, split, det, "proposals come as a COCO results JSON file")
     ids = sorted(gt.getImgIds())
-    unknown = {r["image_id"] for r in results} - set(ids)
-    if unknown:
-        raise _unknown_ids(unknown, det, split, len(ids))
     index = {i: k for k, i in enumerate(ids)}
     boxes: list[list] = [[] for _ in ids]
     scores: list[list] = [[] for _ in ids]

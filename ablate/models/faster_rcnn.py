@@ -356,6 +356,18 @@ class C4Backbone(nn.Module):
         return self.body(x)
 
 
+def _input_sizes(images: torch.Tensor, image_sizes: Any, no_targets: bool
+                 ) -> list[tuple[int, int]]:
+    """The unpadded ``(h, w)`` of each image, checked against the batch; training needs
+    targets."""
+    sizes = [(int(h), int(w)) for h, w in torch.as_tensor(image_sizes).tolist()]
+    if len(sizes) != images.shape[0]:
+        raise AblateError(f"{images.shape[0]} images but {len(sizes)} image sizes")
+    if no_targets:
+        raise AblateError("a detector needs targets in training")
+    return sizes
+
+
 class FasterRCNN(nn.Module):
     """Backbone → ``WeightedRPN`` → ``WeightedRoIHeads``; see the module docstring."""
 
@@ -368,11 +380,7 @@ class FasterRCNN(nn.Module):
 
     def forward(self, images: torch.Tensor, image_sizes: Any,
                 targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
-        sizes = [(int(h), int(w)) for h, w in torch.as_tensor(image_sizes).tolist()]
-        if len(sizes) != images.shape[0]:
-            raise AblateError(f"{images.shape[0]} images but {len(sizes)} image sizes")
-        if self.training and targets is None:
-            raise AblateError("Faster R-CNN needs targets in training")
+        sizes = _input_sizes(images, image_sizes, self.training and targets is None)
         features = self.backbone(images)
         proposals, rpn_losses = self.rpn(ImageList(images, sizes), features, targets)
         detections, rcnn_losses = self.roi_heads(features, proposals, sizes, targets)
@@ -395,11 +403,7 @@ class RPNOnly(nn.Module):
 
     def forward(self, images: torch.Tensor, image_sizes: Any,
                 targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
-        sizes = [(int(h), int(w)) for h, w in torch.as_tensor(image_sizes).tolist()]
-        if len(sizes) != images.shape[0]:
-            raise AblateError(f"{images.shape[0]} images but {len(sizes)} image sizes")
-        if self.training and targets is None:
-            raise AblateError("an RPN needs targets in training")
+        sizes = _input_sizes(images, image_sizes, self.training and targets is None)
         proposals, losses = self.rpn(ImageList(images, sizes), self.backbone(images), targets)
         if self.training:
             return {"rpn_obj": losses["loss_objectness"], "rpn_box": losses["loss_rpn_box_reg"]}

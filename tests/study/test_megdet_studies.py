@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, tree_snapshot
-from tests.data.test_coco import make_coco_train_val
 
 STUDIES = ROOT / "studies"
 ROWS = ["b16_frozen", "b16_bn2", "b16_bn16", "b32_bn32", "b64_bn64", "b64_bn32", "b128_bn32",
@@ -22,13 +21,6 @@ ROWS = ["b16_frozen", "b16_bn2", "b16_bn16", "b32_bn32", "b64_bn64", "b64_bn32",
         "b4_bn4", "b8_bn8", "b64_bn16", "b128_bn16", "b256_bn16", "b32_bn32_long",
         "b64_bn32_long", "b128_bn32_long", "b256_bn16_long"]
 
-
-@pytest.fixture
-def coco_root(tmp_path, monkeypatch):
-    root = tmp_path / "data"
-    make_coco_train_val(root / "coco")
-    monkeypatch.setenv("ABLATE_DATA", str(root))
-    return root
 
 
 def test_megdet_coco_plans_every_row_and_needs_its_backbone(cli, results, coco_root):

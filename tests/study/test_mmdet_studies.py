@@ -14,20 +14,12 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, tree_snapshot
-from tests.data.test_coco import make_coco_train_val
 
 STUDIES = ROOT / "studies"
 GRID = [f"{loss}.{w}" for w in ("w1", "w2", "w5", "w10")
         for loss in ("smooth_l1", "l1", "balanced_l1", "iou", "giou", "bounded_iou")
         if not (w == "w10" and loss in ("smooth_l1", "l1", "balanced_l1"))]
 
-
-@pytest.fixture
-def coco_root(tmp_path, monkeypatch):
-    root = tmp_path / "data"
-    make_coco_train_val(root / "coco")
-    monkeypatch.setenv("ABLATE_DATA", str(root))
-    return root
 
 
 @pytest.mark.parametrize("study, steps", [
