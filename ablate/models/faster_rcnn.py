@@ -239,7 +239,11 @@ class WeightedRPN(RegionProposalNetwork):
         # torchvision's assignment, keeping the matched indices to look the weights up; with
         # allowed_border ≥ 0 the anchors outside are left out of the matching (label −1)
         labels, matched_boxes, weights = [], [], []
-        sizes = self._image_sizes or [(-1, -1)] * len(anchors)  # known inside forward
+        sizes = self._image_sizes
+        if sizes is None:  # set by forward; the border rule needs each image's size
+            if self.allowed_border >= 0:
+                raise AblateError("allowed_border needs the image sizes: call the RPN's forward")
+            sizes = [(0, 0)] * len(anchors)
         for anc, t, size in zip(anchors, targets, sizes):
             gt = t["boxes"]
             inside = inside_anchors(anc, size, self.allowed_border)

@@ -95,6 +95,7 @@ def test_train_scales_checked():
         ([[1333, 640]], "value", "has max_side < short_side"),
         ([640, 1333], "value", "must be a list of \\[short_side, max_side\\] pairs"),
         ([], None, "must be a list"),
+        (None, "range", "data.train_scale_mode='range' needs data.train_scales"),
     ]:
         with pytest.raises(AblateError, match=message):
             check_train_scales(scales, mode)

@@ -140,6 +140,9 @@ def test_rpn_border_leaves_outside_anchors_out_of_the_assignment():
     # the first anchor matches best (IoU 0.78) but crosses the border: ignored (−1); the
     # inside one becomes the box's best match (a positive, low-quality rule); the far one 0
     assert labels[0].tolist() == [-1.0, 1.0, 0.0]
+    model.rpn._image_sizes = None
+    with pytest.raises(AblateError, match="allowed_border needs the image sizes"):
+        model.rpn.assign_targets_to_anchors(anchors, target)
     model.rpn.allowed_border = -1
     labels, _ = model.rpn.assign_targets_to_anchors(anchors, target)
     assert labels[0].tolist() == [1.0, 1.0, 0.0]

@@ -144,11 +144,14 @@ def collate_padded(samples: Sequence[tuple[torch.Tensor, dict[str, Any]]], with_
 def check_train_scales(scales: Any, mode: Any) -> tuple[tuple[int, int], ...] | None:
     """``data.train_scales`` as ``((short, max_side), …)`` (None: the fixed scale), checked
     against ``data.train_scale_mode``, or an ``AblateError`` naming the key."""
-    mode = "value" if mode is None else mode
+    given_mode, mode = mode, "value" if mode is None else mode
     if mode not in SCALE_MODES:
         raise AblateError(f"data.train_scale_mode={mode!r}: must be one of "
                           f"{', '.join(SCALE_MODES)}")
     if scales is None:
+        if given_mode is not None:
+            raise AblateError(f"data.train_scale_mode={given_mode!r} needs data.train_scales "
+                              "(the [short_side, max_side] pairs to draw from)")
         return None
     pairs = list(scales) if isinstance(scales, (list, tuple)) else None
     ok = bool(pairs) and all(isinstance(p, (list, tuple)) and len(p) == 2 and
